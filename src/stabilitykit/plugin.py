@@ -1,0 +1,1 @@
+"""pytest plugin for stabilitykit (filled in by the plugin work)."""
