@@ -1,1 +1,319 @@
-"""pytest plugin for stabilitykit (filled in by the plugin work)."""
+"""pytest plugin: options, markers, fixtures and the end-of-session stage reports.
+
+Thin by design: the work lives in :mod:`stabilitykit.stage`, :mod:`stabilitykit.run`,
+:mod:`stabilitykit.report` and :mod:`stabilitykit.gate`, imported lazily so that a pytest session
+that runs no stability benchmark pays nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from stabilitykit.stage import StudyOptions
+
+STAGE_MARKERS = ("stage_a", "stage_b", "stage_c", "stage_d", "stage_e")
+PROPERTY = "stabilitykit"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stabilitykit", "stability benchmarks (stabilitykit)")
+    group.addoption(
+        "--sk-scale",
+        default="ci",
+        choices=("smoke", "ci", "full"),
+        help="size of every arm: smoke (seconds), ci (minutes on a CPU), full (the study's "
+        "exact configuration). Default: ci.",
+    )
+    group.addoption("--sk-out", default="reports", help="output folder (default: reports/)")
+    group.addoption(
+        "--sk-device", default=None, help="device for every arm: cpu, cuda, cuda:N (default: cpu)"
+    )
+    group.addoption(
+        "--sk-seeds", type=int, default=1, help="replicate each arm over K seeds (default 1)"
+    )
+    group.addoption(
+        "--sk-rerun",
+        action="store_true",
+        help="ignore cached arm results (references from other stages are run again)",
+    )
+    group.addoption(
+        "--sk-cache", default=None, help="data-set cache folder (default: $STABILITYKIT_CACHE "
+        "or ~/.cache/stabilitykit)"
+    )
+    group.addoption(
+        "--sk-shard",
+        default=None,
+        help="run shard I of N of the stability benchmarks, as I/N (e.g. 2/8)",
+    )
+    group.addoption(
+        "--sk-baseline",
+        default=None,
+        help="baseline folder: <dir>/<scale>/<stage>.json; arms are gated against it",
+    )
+    group.addoption(
+        "--sk-require-baseline",
+        action="store_true",
+        help="a missing baseline entry fails the arm (for CI)",
+    )
+    group.addoption(
+        "--sk-accept",
+        action="store_true",
+        help="write the selected arms' results into the baseline files (needs --sk-baseline)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    _quiet_benchmark_under_xdist(config)
+    config.addinivalue_line(
+        "markers", "stability: a stability benchmark (trains arms with stabilitykit)"
+    )
+    for stage in STAGE_MARKERS:
+        config.addinivalue_line("markers", f"{stage}: stabilitykit stage {stage[-1].upper()}")
+    config.pluginmanager.register(StageReporter(config), "stabilitykit-stage-reporter")
+
+
+def _quiet_benchmark_under_xdist(config: pytest.Config) -> None:
+    """pytest-benchmark turns itself off under xdist with a warning per process; turn it off
+    first, quietly (arm training times are still in every record)."""
+    import os
+
+    xdist = os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "no"
+    if xdist and hasattr(config.option, "benchmark_disable"):
+        config.option.benchmark_disable = True
+        config.option.benchmark_enable = False
+
+
+def _options(config: pytest.Config) -> StudyOptions:
+    if _options_key not in config.stash:
+        from stabilitykit.stage import StudyOptions
+
+        workerinput = getattr(config, "workerinput", {})
+        try:
+            options = StudyOptions(
+                scale=config.getoption("sk_scale"),
+                out=Path(config.getoption("sk_out")),
+                device=config.getoption("sk_device"),
+                seeds=config.getoption("sk_seeds"),
+                rerun=config.getoption("sk_rerun"),
+                cache_dir=_path_or_none(config.getoption("sk_cache")),
+                **({"session": workerinput["sk_session"]} if "sk_session" in workerinput else {}),
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[_options_key] = options
+    return config.stash[_options_key]
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+_options_key = pytest.StashKey["StudyOptions"]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: every worker writes records tagged with the controller's session."""
+    node.workerinput["sk_session"] = _options(node.config).session
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    seeds = metafunc.config.getoption("sk_seeds")
+    if "run_arm" in metafunc.fixturenames and seeds and seeds > 1:
+        metafunc.parametrize("sk_replicate", range(seeds), ids=[f"r{i}" for i in range(seeds)])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("sk_shard")
+    if not shard:
+        return
+    from stabilitykit.shard import parse_shard, select_shard
+
+    try:
+        index, count = parse_shard(shard)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    stability = [i.nodeid for i in items if i.get_closest_marker("stability")]
+    keep = set(select_shard(stability, index, count))
+    deselected = [i for i in items if i.get_closest_marker("stability") and i.nodeid not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [i for i in items if i not in deselected]
+
+
+def _stage_of(node: pytest.Item) -> str:
+    stages = [m.name for m in node.iter_markers() if m.name.startswith("stage_")]
+    if not stages:
+        raise pytest.UsageError(
+            f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. "
+            "@pytest.mark.stage_b"
+        )
+    return stages[0]
+
+
+@pytest.fixture
+def sk_replicate() -> int:
+    """Seed replicate index of the current test (0 unless --sk-seeds K > 1)."""
+    return 0
+
+
+@pytest.fixture(scope="session")
+def sk_options(request: pytest.FixtureRequest) -> StudyOptions:
+    """The session's :class:`~stabilitykit.stage.StudyOptions` (scale, device, seeds, out)."""
+    return _options(request.config)
+
+
+@pytest.fixture(scope="session")
+def sk_dataset(sk_options: StudyOptions):
+    """Factory for grid-lines data sets, backed by the content-addressed cache::
+
+        def test_data(sk_dataset):
+            data = sk_dataset(GridLinesSpec(N=32, object_size=128))
+            assert data.train.diffraction.shape[1:] == (32, 32, 1)
+    """
+    from stabilitykit.data.cache import default_cache_dir, load_or_build
+
+    cache = sk_options.cache_dir or default_cache_dir()
+    return lambda spec: load_or_build(spec, cache)
+
+
+@pytest.fixture
+def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replicate: int):
+    """Train an arm in the current test's stage and fail the test when a criterion fails::
+
+        @pytest.mark.stage_b
+        def test_deep(run_arm):
+            result = run_arm(DEEP_CONTROL)                # trains, records, judges
+            assert result.metrics["amp_ssim"] > 0.3      # any extra assertion you like
+
+    ``run_arm(arm, criteria=...)`` replaces the default criteria. The arm is scaled and moved to
+    the session's device; the record goes to ``<sk-out>/<stage>/runs/``.
+    """
+    from stabilitykit.judge.criteria import DEFAULT_CRITERIA
+    from stabilitykit.stage import run_in_stage
+
+    stage = _stage_of(request.node)
+
+    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA):
+        result = _maybe_benchmark(
+            request,
+            lambda: run_in_stage(
+                arm, stage, sk_options, criteria=criteria, replicate=sk_replicate
+            ),
+        )
+        _remember(request, stage=stage, run_dir=result.run_dir, role="arm")
+        _gate(request, stage, result)
+        if not result.verdict.ok:
+            pytest.fail(
+                f"{result.arm.id}: {result.verdict.explain()}\nrecord: {result.run_dir}",
+                pytrace=False,
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def stage_result(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replicate: int):
+    """Another stage's arm result: its last record at this scale and arm hash, else run now::
+
+        control = stage_result("stage_a", CONTROL)
+        result = run_arm(DEEP_CONTROL, criteria=(*DEFAULT_CRITERIA, NoWorseThan(...)))
+    """
+    from stabilitykit.stage import reference_result
+
+    def get(stage: str, arm: Any):
+        result, _ = reference_result(arm, stage, sk_options, replicate=sk_replicate)
+        label = f"{stage}/{result.arm.name}"
+        _remember(request, stage=_stage_of(request.node), run_dir=result.run_dir, role=label)
+        return result
+
+    return get
+
+
+def _maybe_benchmark(request: pytest.FixtureRequest, fn: Any) -> Any:
+    """Time ``fn`` with pytest-benchmark when that plugin is installed and enabled."""
+    if not request.config.pluginmanager.hasplugin("pytest_benchmark.plugin"):
+        return fn()
+    benchmark = request.getfixturevalue("benchmark")
+    if getattr(benchmark, "disabled", True):
+        return fn()
+    result = benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(
+        {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, bool, type(None)))}
+    )
+    benchmark.extra_info["verdict"] = result.verdict.kind.value
+    benchmark.extra_info["best_val_loss"] = result.stats.get("best_val_loss")
+    return result
+
+
+def _remember(request: pytest.FixtureRequest, **entry: Any) -> None:
+    """Record a run for the session's stage reports (travels to the xdist controller)."""
+    entry["run_dir"] = str(entry["run_dir"])
+    request.node.user_properties.append((PROPERTY, json.dumps(entry)))
+
+
+def _gate(request: pytest.FixtureRequest, stage: str, result: Any) -> None:
+    config = request.config
+    if not config.getoption("sk_baseline"):
+        return
+    from stabilitykit.gate.session import gate_result
+
+    gate_result(config, stage, result)
+
+
+class StageReporter:
+    """Collects the runs of the session (on the xdist controller too) and writes and prints one
+    report per stage at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.entries: list[dict[str, Any]] = []
+        self.reports: list[Any] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROPERTY and report.when == "call":
+                self.entries.append(json.loads(value))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        stages = {
+            m.name
+            for item in session.items
+            for m in item.iter_markers()
+            if m.name.startswith("stage_") and item.get_closest_marker("stability")
+        }
+        stages |= {e["stage"] for e in self.entries}
+        if not stages:
+            return
+        from stabilitykit.stage import write_session_reports
+
+        self.reports = write_session_reports(_options(self.config), sorted(stages), self.entries)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.reports:
+            return
+        from rich.console import Console
+
+        from stabilitykit.report.terminal import print_stage_report
+
+        console = Console(
+            file=terminalreporter._tw,
+            force_terminal=terminalreporter.hasmarkup,
+            width=max(terminalreporter._tw.fullwidth, 120),
+        )
+        terminalreporter.section("stabilitykit stage summary")
+        for report in self.reports:
+            print_stage_report(report, console)
+            summary = report.files.get("summary")
+            if summary:
+                terminalreporter.write_line(f"{report.stage}: report written to {summary}")

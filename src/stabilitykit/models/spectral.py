@@ -25,6 +25,10 @@ class SpectralConv2d(nn.Module):
     ``H x W`` admits ``2 * modes_x <= H`` and ``modes_y <= W // 2 + 1``; a larger request raises
     ``ValueError`` at the first forward pass (the grid is not known before).
 
+    The transform is computed separably (rFFT along ``W``, truncated to ``modes_y`` columns, then
+    FFT along ``H``) and the channel mixing of all retained modes is two real batched matmuls;
+    the result equals the ``rfft2``/``irfft2`` formulation to float32 rounding.
+
     Args:
         in_channels: channels of ``x``.
         out_channels: channels of the output.
@@ -52,44 +56,68 @@ class SpectralConv2d(nn.Module):
             ("modes_x", modes_x),
             ("modes_y", modes_y),
         ):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SpectralConv2d: {name} must be a positive int, got {value!r}")
         if fft_norm not in FFT_NORMS:
-            raise ValueError(f"SpectralConv2d: fft_norm must be one of {FFT_NORMS}, got {fft_norm!r}")
+            raise ValueError(
+                f"SpectralConv2d: fft_norm must be one of {FFT_NORMS}, got {fft_norm!r}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.modes_x = modes_x
         self.modes_y = modes_y
         self.fft_norm = fft_norm
-        # (band, in, out, modes_x, modes_y, re/im); band 0 = non-negative kx, band 1 = negative kx.
+        # (re/im, band, modes_x, modes_y, in, out); band 0 = non-negative kx, band 1 = negative kx.
+        # This layout makes each part a contiguous (modes, in, out) stack for torch.bmm.
         scale = 1.0 / math.sqrt(in_channels * out_channels)
         self.weight = nn.Parameter(
-            scale * torch.randn(2, in_channels, out_channels, modes_x, modes_y, 2)
+            scale * torch.randn(2, 2, modes_x, modes_y, in_channels, out_channels)
         )
 
     def spectral_weights(self) -> torch.Tensor:
-        """Complex weights ``(2, in_channels, out_channels, modes_x, modes_y)``."""
-        return torch.view_as_complex(self.weight)
+        """Complex weights ``(2, in_channels, out_channels, modes_x, modes_y)`` (band first).
+
+        A differentiable copy built from ``weight``; write to ``weight`` to change the layer.
+        """
+        return torch.complex(self.weight[0], self.weight[1]).permute(0, 3, 4, 1, 2)
 
     def check_grid(self, height: int, width: int) -> None:
         """Raise ``ValueError`` when the retained modes do not fit an ``height x width`` grid."""
         if 2 * self.modes_x > height or self.modes_y > width // 2 + 1:
             raise ValueError(
-                f"SpectralConv2d: modes (modes_x={self.modes_x}, modes_y={self.modes_y}) do not fit "
-                f"a {height}x{width} grid; allowed: modes_x <= {height // 2}, "
+                f"SpectralConv2d: modes (modes_x={self.modes_x}, modes_y={self.modes_y}) do not "
+                f"fit a {height}x{width} grid; allowed: modes_x <= {height // 2}, "
                 f"modes_y <= {width // 2 + 1}"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, H, W)`` real -> ``(B, out_channels, H, W)`` real."""
         batch, _, height, width = x.shape
         self.check_grid(height, width)
         mx, my = self.modes_x, self.modes_y
-        x_ft = torch.fft.rfft2(x, norm=self.fft_norm)
-        w = self.spectral_weights()
-        out_ft = x_ft.new_zeros(batch, self.out_channels, height, width // 2 + 1)
-        out_ft[:, :, :mx, :my] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :mx, :my], w[0])
-        out_ft[:, :, -mx:, :my] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, -mx:, :my], w[1])
-        return torch.fft.irfft2(out_ft, s=(height, width), norm=self.fft_norm)
+        x_ft = torch.fft.rfft(x, dim=-1, norm=self.fft_norm)[..., :my]
+        x_ft = torch.fft.fft(x_ft, dim=-2, norm=self.fft_norm)
+        kept = torch.cat([x_ft[:, :, :mx], x_ft[:, :, -mx:]], dim=2)  # (B, I, 2*mx, my)
+        out = self._mix(kept)  # (B, O, 2*mx, my)
+        gap = out.new_zeros(batch, self.out_channels, height - 2 * mx, my)
+        out_ft = torch.cat([out[:, :, :mx], gap, out[:, :, mx:]], dim=2)
+        out_ft = torch.fft.ifft(out_ft, dim=-2, norm=self.fft_norm)
+        # irfft zero-pads the columns beyond modes_y up to width // 2 + 1.
+        return torch.fft.irfft(out_ft, n=width, dim=-1, norm=self.fft_norm)
+
+    def _mix(self, kept: torch.Tensor) -> torch.Tensor:
+        """Per-mode channel mixing ``(B, I, 2*mx, my)`` complex -> ``(B, O, 2*mx, my)`` complex.
+
+        With ``X = [Re x; Im x]`` stacked on the batch axis, ``X @ Re W`` and ``X @ Im W`` hold the
+        four real products of ``x * W``.
+        """
+        batch, in_ch, kx, ky = kept.shape
+        modes, out_ch = kx * ky, self.out_channels
+        stacked = torch.view_as_real(kept).permute(2, 3, 4, 0, 1).reshape(modes, 2 * batch, in_ch)
+        p = torch.bmm(stacked, self.weight[0].reshape(modes, in_ch, out_ch))
+        q = torch.bmm(stacked, self.weight[1].reshape(modes, in_ch, out_ch))
+        out = torch.complex(p[:, :batch] - q[:, batch:], q[:, :batch] + p[:, batch:])
+        return out.permute(1, 2, 0).reshape(batch, out_ch, kx, ky)
 
     def extra_repr(self) -> str:
         return (

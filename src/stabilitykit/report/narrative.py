@@ -1,0 +1,341 @@
+"""The narrative of a stage summary, chosen by rules over the numbers of its runs (DOMAIN.md §6).
+
+The rules, applied to the stage's own runs (reference rows are only compared):
+
+- instability emerged when any run is ``diverged``, ``spiking`` or ``collapsed``;
+- diverged / spiking arm -> mitigate with AGC or LayerScale (whichever the arm does not use yet;
+  a lower lr when it uses both);
+- collapsed arm -> a smaller LayerScale init (or LayerScale when it has none) or a lower lr;
+- out of memory -> fewer blocks and a channel cap, or a larger device;
+- error -> fix it first; stagnated -> more epochs or a larger scale; interrupted -> rerun;
+- every run stable -> sweep seeds (``--sk-seeds 5``) while an arm has fewer than 5, else more
+  depth; the Wilson bound on 0 failures says what the seeds rule out.
+
+Every sentence quotes the records' numbers: verdict evidence, grad norms, losses, SSIM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.report.collate import ArmSummary, arm_rows, representative, wilson_interval
+
+INSTABILITY: tuple[str, ...] = ("diverged", "spiking", "collapsed")
+SWEEP_SEEDS = 5  # seeds per arm before "all stable" means "go deeper" rather than "sweep seeds"
+STABLE = VerdictKind.STABLE.value
+
+
+def stage_title(stage: str) -> str:
+    """``stage_b`` -> ``Stage B``; ``stage_a/control`` -> ``Stage A `control```."""
+    stage, _, arm = stage.partition("/")
+    head, _, rest = stage.partition("_")
+    title = f"{head.capitalize()} {rest.upper() if len(rest) <= 2 else rest}" if rest else stage
+    return f"{title} `{arm}`" if arm else title
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """A number in ``digits`` significant figures (whole below 1e7: ``39927``); ``–`` when
+    missing."""
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.0f}" if 10**digits <= abs(x) < 1e7 else f"{x:.{digits}g}"
+    return str(x)
+
+
+def fmt_count(x: Any) -> str:
+    """An int with thousands separators (``4,400,000,000``)."""
+    return f"{x:,}" if isinstance(x, int) else fmt(x)
+
+
+def fmt_rate(arm: ArmSummary) -> str:
+    """``2/5 = 40% (95% CI 12–77%)``; ``–`` when no run was judged."""
+    if not arm.n:
+        return "–"
+    low, high = arm.failure_ci
+    return f"{arm.failures}/{arm.n} = {arm.failure_rate:.0%} (95% CI {low:.0%}–{high:.0%})"
+
+
+def arm_verdicts(arm: ArmSummary) -> str:
+    """``stable`` for one run; ``stable ×4, diverged ×1`` over seeds."""
+    if len(arm.runs) == 1:
+        return next(iter(arm.verdicts))
+    return ", ".join(f"{k} ×{c}" for k, c in arm.verdicts.items())
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def recipe_text(row: Mapping[str, Any]) -> str:
+    """``hybrid, 8 blocks, clip norm 1`` from a row's arm columns."""
+    parts = [row.get("architecture") or "?"]
+    if row.get("fno_blocks") is not None:
+        parts.append(f"{row['fno_blocks']} blocks")
+    if row.get("max_channels") is not None:
+        parts.append(f"channels ≤ {row['max_channels']}")
+    clip = row.get("clip")
+    if clip == "none":
+        parts.append("no clip")
+    elif clip:
+        parts.append(f"clip {clip} {fmt(row.get('clip_value'))}")
+    if row.get("layerscale_init") is not None:
+        parts.append(f"LayerScale {row['layerscale_init']:g}")
+    return ", ".join(parts)
+
+
+# --- the narrative rules -----------------------------------------------------------------------
+
+
+def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
+    """The numbers behind ``kind`` in ``row``, for the narrative."""
+    r = row
+    candidates: list[tuple[str, Any]] = []
+    if kind in ("diverged", "spiking"):
+        candidates = [
+            ("first non-finite value at step {}", r.get("nonfinite_step")),
+            ("pre-clip grad norm max {}", r.get("grad_norm_preclip_max")),
+            ("at step {}", r.get("grad_norm_preclip_max_step")),
+            ("median {}", r.get("grad_norm_preclip_median")),
+        ]
+    elif kind == "collapsed":
+        candidates = [
+            ("predicted amplitude std {}", r.get("pred_amp_std")),
+            ("vs ground truth {}", r.get("gt_amp_std")),
+            ("amp SSIM {}", r.get("amp_ssim")),
+            ("vs constant-image floor {}", r.get("amp_ssim_floor")),
+            ("best val loss {}", r.get("best_val_loss")),
+            ("at epoch {}", r.get("best_val_epoch")),
+            ("final {}", r.get("final_val_loss")),
+        ]
+    elif kind == "stagnated":
+        candidates = [
+            ("initial val loss {}", r.get("initial_val_loss")),
+            ("best {}", r.get("best_val_loss")),
+            ("amp SSIM {}", r.get("amp_ssim")),
+            ("vs constant-image floor {}", r.get("amp_ssim_floor")),
+        ]
+    elif kind in ("out_of_memory", "error"):
+        candidates = [("{} parameters", r.get("parameters"))]
+    elif kind == "interrupted":
+        candidates = [
+            ("last epoch {}", r.get("epochs_completed")),
+            ("best val loss so far {}", r.get("best_val_loss")),
+        ]
+    return ", ".join(text.format(fmt_count(v)) for text, v in candidates if v is not None)
+
+
+def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
+    members = arm_rows(arm, rows)
+    head = f"`{arm.arm_name}` ({recipe_text(members[0])})"
+    total = len(members)
+    parts = []
+    for kind, count in arm.verdicts.items():
+        if kind == STABLE:
+            continue
+        first = next(r for r in members if r["verdict"] == kind)
+        reason = first["verdict_reason"] or kind
+        numbers = _kind_numbers(kind, first)
+        seeds = ", ".join(fmt(r["seed"]) for r in members if r["verdict"] == kind)
+        parts.append(
+            f"{kind} in {count} of {plural(total, 'run')} (seed {seeds}): {reason}"
+            + (f"; {numbers}" if numbers else "")
+        )
+    stable = arm.verdicts.get(STABLE, 0)
+    if stable:
+        m = arm.median
+        over = " (medians over the stable seeds)" if stable > 1 else ""
+        parts.append(
+            f"stable in {stable} of {plural(total, 'run')}{over}: best val loss "
+            f"{fmt(m['best_val_loss'])}, amp SSIM {fmt(m['amp_ssim'])}, amp MAE "
+            f"{fmt(m['amp_mae'])}, pre-clip grad norm median {fmt(m['grad_norm_preclip_median'])}"
+            f", p99 {fmt(m['grad_norm_preclip_p99'])}, max {fmt(m['grad_norm_preclip_max'])}"
+        )
+    if arm.n > 1:
+        parts.append(f"failure rate {fmt_rate(arm)}")
+    return f"{head}: " + "; ".join(parts) + "."
+
+
+def _delta(value: Any, ref: Any, relative: bool = False) -> str:
+    if value is None or ref is None:
+        return ""
+    diff = value - ref
+    if relative and ref and value / ref > 10:
+        return f" (×{fmt(value / ref, 3)})"
+    if relative and ref:
+        return f" ({diff / abs(ref):+.0%})"
+    return f" ({diff:+.3g})"
+
+
+COMPARED: tuple[tuple[str, str, bool], ...] = (
+    ("best_val_loss", "best val loss", True),
+    ("amp_ssim", "amp SSIM", False),
+    ("phase_ssim", "phase SSIM", False),
+    ("amp_mae", "amp MAE", True),
+    ("grad_norm_preclip_max", "pre-clip grad norm max", True),
+)
+
+
+def comparison(
+    stage: str, ref: Mapping[str, Any], arm: ArmSummary, rows: Sequence[dict[str, Any]]
+) -> str:
+    values = representative(arm, rows)
+    parts = [
+        f"{label} {fmt(values[key])} vs {fmt(ref[key])}{_delta(values[key], ref[key], rel)}"
+        for key, label, rel in COMPARED
+        if values.get(key) is not None or ref.get(key) is not None
+    ]
+    member = arm_rows(arm, rows)[0]
+    caveats = []
+    if ref.get("data_hash") and member.get("data_hash") and ref["data_hash"] != member["data_hash"]:
+        caveats.append(f"different data: {member['data_hash']} vs {ref['data_hash']}")
+    if ref.get("scale") != member.get("scale"):
+        caveats.append(f"different scale: {member.get('scale')} vs {ref.get('scale')}")
+    caveat = f" ({'; '.join(caveats)})" if caveats else ""
+    return (
+        f"{stage_title(stage)} `{arm.arm_name}` ({arm_verdicts(arm)}) vs "
+        f"{stage_title(ref['reference'])} ({ref['verdict']}){caveat}: "
+        + (", ".join(parts) if parts else "no numbers to compare")
+        + "."
+    )
+
+
+def headline(title: str, arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return f"{title}: no run of this stage was recorded."
+    unstable = [a for a in arms if any(k in INSTABILITY for k in a.verdicts)]
+    if unstable:
+        what = "; ".join(
+            f"`{a.arm_name}` ("
+            + ", ".join(f"{k} {c}/{len(a.runs)}" for k, c in a.verdicts.items() if k != STABLE)
+            + ")"
+            for a in unstable
+        )
+        return f"Instability emerged in {len(unstable)} of {plural(len(arms), 'arm')}: {what}."
+    if all(r["verdict"] == STABLE for r in rows):
+        peak = max((r["grad_norm_preclip_max"] or 0.0 for r in rows), default=0.0)
+        return (
+            f"No instability emerged: all {plural(len(rows), 'run')} of "
+            f"{plural(len(arms), 'arm')} stayed stable (every loss finite, pre-clip grad norm "
+            f"at most {fmt(peak)}, no collapse)."
+        )
+    other = "; ".join(
+        f"`{a.arm_name}` ("
+        + ", ".join(f"{k} {c}/{len(a.runs)}" for k, c in a.verdicts.items() if k != STABLE)
+        + ")"
+        for a in arms
+        if set(a.verdicts) - {STABLE}
+    )
+    return (
+        "No instability emerged (no divergence, gradient spike or collapse), but not every run "
+        f"passed: {other}."
+    )
+
+
+def _first(members: Sequence[dict[str, Any]], kinds: Sequence[str]) -> dict[str, Any]:
+    return next(r for r in members if r["verdict"] in kinds)
+
+
+def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
+    options = []
+    if row.get("clip") not in ("agc", "agc_unit"):
+        options.append("AGC (`clip='agc'`, `clip_value=0.01`)")
+    if row.get("layerscale_init") is None and row.get("architecture") != "stable_hybrid":
+        options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
+    if not options and row.get("lr") is not None:
+        options.append(f"a lower lr (`lr` {row['lr']:g} → {row['lr'] / 10:g})")
+    numbers = _kind_numbers(kind, row)
+    return (
+        f"`{arm.arm_name}` {kind}" + (f" ({numbers})" if numbers else "") + ": add mitigation "
+        "arms beside it: " + " or ".join(options or ["a lower lr"]) + "."
+    )
+
+
+def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
+    ls, lr = row.get("layerscale_init"), row.get("lr")
+    options = []
+    if ls is not None:
+        options.append(f"a smaller LayerScale init (`layerscale_init` {ls:g} → {ls / 10:g})")
+    else:
+        options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
+    if lr is not None:
+        options.append(f"a lower lr (`lr` {lr:g} → {lr / 10:g})")
+    return (
+        f"`{arm.arm_name}` collapsed to a constant amplitude ({_kind_numbers('collapsed', row)}): "
+        "the predicted image carries no structure; try " + " or ".join(options) + "."
+    )
+
+
+def _after_oom(arm: ArmSummary, row: Mapping[str, Any]) -> str:
+    blocks = row.get("fno_blocks")
+    depth = f"`fno_blocks` {blocks} → {max(1, blocks - 2)}" if blocks else "fewer blocks"
+    cap = "" if row.get("max_channels") else " with a channel cap (`max_channels=512`)"
+    size = f" ({fmt_count(row['parameters'])} parameters)" if row.get("parameters") else ""
+    return (
+        f"`{arm.arm_name}` ran out of memory{size}: fall back to {depth}{cap}, or run it on a "
+        "device with more memory (`--sk-device cuda`)."
+    )
+
+
+def _after_stagnation(arm: ArmSummary, row: Mapping[str, Any]) -> str:
+    epochs, scale = row.get("epochs"), row.get("scale")
+    options = [f"more epochs (`epochs` {epochs} → {2 * epochs})" if epochs else "more epochs"]
+    if scale in ("smoke", "ci"):
+        options.append(f"a larger scale (`--sk-scale {'ci' if scale == 'smoke' else 'full'}`)")
+    return (
+        f"`{arm.arm_name}` stagnated ({row['verdict_reason'] or _kind_numbers('stagnated', row)})"
+        ": train it with " + " or ".join(options) + "."
+    )
+
+
+def _when_all_stable(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> str:
+    fewest = min(a.n for a in arms)
+    upper = wilson_interval(0, fewest)[1]
+    bound = (
+        f"0 failures in {plural(fewest, 'seed')} per arm still allows a failure rate up to "
+        f"{upper:.0%} (Wilson 95% upper bound)"
+    )
+    if fewest < SWEEP_SEEDS:
+        return f"Every run was stable, but {bound}: sweep seeds next (`--sk-seeds {SWEEP_SEEDS}`)."
+    blocks = [(r["fno_blocks"], r["arm_name"]) for r in rows if r.get("fno_blocks") is not None]
+    if blocks:
+        depth, name = max(blocks)
+        deeper = f"`{name}` at `fno_blocks` {depth} → {2 * depth}"
+    else:
+        deeper = "a deeper variant of the deepest arm"
+    return f"Every run was stable and {bound}: go deeper next, e.g. {deeper}, same seeds."
+
+
+def recommend(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The next experiments, by the rules in this module's docstring, most severe first."""
+    if not rows:
+        return ["Run the stage's arms: there is nothing to judge yet."]
+    steps: list[tuple[int, str]] = []
+    for arm in arms:
+        members = arm_rows(arm, rows)
+        kinds = set(arm.verdicts)
+        spike = next((k for k in ("diverged", "spiking") if k in kinds), None)
+        if spike:
+            steps.append((0, _mitigate(arm, _first(members, [spike]), spike)))
+        if "collapsed" in kinds:
+            steps.append((1, _after_collapse(arm, _first(members, ["collapsed"]))))
+        if "out_of_memory" in kinds:
+            steps.append((2, _after_oom(arm, _first(members, ["out_of_memory"]))))
+        if "error" in kinds:
+            reason = _first(members, ["error"])["verdict_reason"]
+            steps.append(
+                (
+                    3,
+                    f"`{arm.arm_name}` stopped with an error ({reason}): fix it and rerun; an "
+                    "errored run says nothing about stability.",
+                )
+            )
+        if "stagnated" in kinds:
+            steps.append((4, _after_stagnation(arm, _first(members, ["stagnated"]))))
+        if "interrupted" in kinds:
+            runs = ", ".join(r["run"] for r in members if r["verdict"] == "interrupted")
+            steps.append((5, f"`{arm.arm_name}` was interrupted ({runs}): rerun it."))
+    steps.sort(key=lambda s: s[0])
+    return [text for _, text in steps] or [_when_all_stable(arms, rows)]

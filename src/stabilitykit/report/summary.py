@@ -1,0 +1,292 @@
+"""The stage summary on disk: ``<stage>_metrics.json`` (rows, arm summaries, references),
+``summary.md`` (tables, the narrative of :mod:`stabilitykit.report.narrative`, plot links, run
+folders) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stabilitykit.record.run_record import RunRecord
+from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
+from stabilitykit.report.collate import ArmSummary, arm_rows, metrics_row, summarise_arms
+from stabilitykit.report.narrative import (
+    INSTABILITY,
+    STABLE,
+    arm_finding,
+    arm_verdicts,
+    comparison,
+    fmt,
+    fmt_rate,
+    headline,
+    plural,
+    recommend,
+    stage_title,
+)
+
+STAGE_METRICS_SCHEMA = "stabilitykit.stage_metrics"
+STAGE_METRICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One stage's summary. ``rows``: one per run (:func:`~stabilitykit.report.collate.
+    metrics_row`); ``references``: rows of arms from other stages, each with its ``reference``
+    label; ``findings``: one sentence per arm; ``comparisons``: one per arm and reference;
+    ``next_steps``: the rules' recommendations (``recommendation`` joins them); ``notes``: what
+    reading the records noticed; ``files``: what was written."""
+
+    stage: str
+    scale: str | None
+    rows: list[dict[str, Any]]
+    arms: list[ArmSummary]
+    references: list[dict[str, Any]]
+    instability: bool
+    conclusion: str
+    recommendation: str
+    files: dict[str, Path] = field(default_factory=dict)
+    findings: tuple[str, ...] = ()
+    comparisons: tuple[str, ...] = ()
+    next_steps: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return stage_title(self.stage)
+
+
+# --- building and writing ----------------------------------------------------------------------
+
+
+def build_stage_report(
+    stage: str,
+    records: Sequence[RunRecord],
+    references: Mapping[str, RunRecord] | None = None,
+) -> StageReport:
+    """Collate ``records`` (this stage's runs) and ``references`` (label -> a record of another
+    stage, e.g. ``{"stage_a/control": rec}``) and apply the narrative rules."""
+    rows = [metrics_row(r) for r in records]
+    arms = summarise_arms(rows)
+    rows = [row for arm in arms for row in arm_rows(arm, rows)]
+    refs = [{**metrics_row(rec), "reference": label} for label, rec in (references or {}).items()]
+    scales = sorted({str(r["scale"]) for r in rows if r.get("scale")})
+    findings = [arm_finding(a, rows) for a in arms]
+    comparisons = [comparison(stage, ref, a, rows) for ref in refs for a in arms]
+    next_steps = recommend(arms, rows)
+    notes = [n for rec in (*records, *(references or {}).values()) for n in rec.notes]
+    return StageReport(
+        stage=stage,
+        scale=", ".join(scales) if scales else None,
+        rows=rows,
+        arms=arms,
+        references=refs,
+        instability=any(r["verdict"] in INSTABILITY for r in rows),
+        conclusion=headline(stage_title(stage), arms, rows),
+        recommendation=" ".join(next_steps),
+        findings=tuple(findings),
+        comparisons=tuple(comparisons),
+        next_steps=tuple(next_steps),
+        notes=tuple(notes),
+    )
+
+
+def stage_metrics(report: StageReport) -> dict[str, Any]:
+    """The JSON payload of ``<stage>_metrics.json`` (unstamped)."""
+    return {
+        "stage": report.stage,
+        "scale": report.scale,
+        "instability": report.instability,
+        "conclusion": report.conclusion,
+        "recommendation": report.recommendation,
+        "rows": report.rows,
+        "arms": [a.to_dict() for a in report.arms],
+        "references": report.references,
+    }
+
+
+def read_stage_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``<stage>_metrics.json``; :class:`RecordError` naming the file when it is foreign,
+    newer than this version, or lacks a field."""
+    d = read_json(Path(path), STAGE_METRICS_SCHEMA, STAGE_METRICS_VERSION)
+    for key, kind in (("stage", str), ("rows", list), ("arms", list), ("references", list)):
+        if not isinstance(d.get(key), kind):
+            raise RecordError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+    return d
+
+
+def write_stage_report(
+    report: StageReport,
+    out_dir: str | os.PathLike,
+    records: Sequence[RunRecord],
+    references: Mapping[str, RunRecord] | None = None,
+) -> StageReport:
+    """Write ``out_dir/<stage>_metrics.json``, ``out_dir/plots/*.png`` and ``out_dir/summary.md``;
+    return ``report`` with ``files`` naming them."""
+    from stabilitykit.report import plots
+
+    out = Path(out_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    metrics_path = out / f"{report.stage}_metrics.json"
+    write_json(
+        metrics_path,
+        stamp(stage_metrics(report), STAGE_METRICS_SCHEMA, STAGE_METRICS_VERSION),
+    )
+    files["metrics"] = metrics_path
+    every, one_per_arm = plot_labels(report, records, references or {})
+    files["losses"] = plots.plot_losses(every, out / "plots" / "losses.png")
+    files["grad_norms"] = plots.plot_grad_norms(every, out / "plots" / "grad_norms.png")
+    files["reconstructions"] = plots.plot_reconstructions(
+        one_per_arm, out / "plots" / "reconstructions.png"
+    )
+    report = dataclasses.replace(report, files=files)
+    summary_path = out / "summary.md"
+    summary_path.write_text(render_markdown(report, records, out))
+    files["summary"] = summary_path
+    return report
+
+
+def plot_labels(
+    report: StageReport, records: Sequence[RunRecord], references: Mapping[str, RunRecord]
+) -> tuple[dict[str, RunRecord], dict[str, RunRecord]]:
+    """Records by plot label: every run, and per arm its first stable seed and its first failed
+    one; references first, under their labels."""
+    by_run = {r.path.name: r for r in records}
+    every: dict[str, RunRecord] = dict(references)
+    one_per_arm: dict[str, RunRecord] = dict(references)
+    for arm in report.arms:
+        members = arm_rows(arm, report.rows)
+        for row in members:
+            label = arm.arm_name if len(members) == 1 else f"{arm.arm_name} seed {row['seed']}"
+            while label in every:
+                label += "'"
+            every[label] = by_run[row["run"]]
+        stable = [r for r in members if r["verdict"] == STABLE]
+        failed = [r for r in members if r["verdict"] != STABLE]
+        for pick in (stable[:1] + failed[:1])[: 1 if len(members) == 1 else 2]:
+            label = arm.arm_name if len(members) == 1 else f"{arm.arm_name} seed {pick['seed']}"
+            label += "" if pick["verdict"] == STABLE else f" ({pick['verdict']})"
+            while label in one_per_arm:
+                label += "'"
+            one_per_arm[label] = by_run[pick["run"]]
+    return every, one_per_arm
+
+
+# --- markdown ----------------------------------------------------------------------------------
+
+PLOT_CAPTIONS = {
+    "losses": "train and val loss per epoch",
+    "grad_norms": "global grad norm per step, before and after clipping",
+    "reconstructions": "reconstructions beside the ground truth",
+}
+_RUN_COLUMNS = (
+    ("best val loss", "best_val_loss"),
+    ("amp SSIM", "amp_ssim"),
+    ("phase SSIM", "phase_ssim"),
+    ("amp MAE", "amp_mae"),
+    ("grad norm median", "grad_norm_preclip_median"),
+    ("p99", "grad_norm_preclip_p99"),
+    ("max", "grad_norm_preclip_max"),
+)
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body
+    ]
+
+
+def _link(path: Path, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, base)).as_posix()
+    except ValueError:  # another drive
+        return path.as_posix()
+
+
+def _run_table(report: StageReport) -> list[str]:
+    header = ["arm", "seed", "verdict", *(h for h, _ in _RUN_COLUMNS)]
+    body = [
+        [f"{r['reference']} (reference)", fmt(r["seed"]), r["verdict"]]
+        + [fmt(r[k]) for _, k in _RUN_COLUMNS]
+        for r in report.references
+    ]
+    body += [
+        [
+            r["arm_name"],
+            fmt(r["seed"]),
+            r["verdict"] if r["verdict"] == STABLE else f"**{r['verdict']}**",
+        ]
+        + [fmt(r[k]) for _, k in _RUN_COLUMNS]
+        for r in report.rows
+    ]
+    return _table(header, body)
+
+
+def _seed_table(report: StageReport) -> list[str]:
+    keys = (("best val loss", "best_val_loss"), ("amp SSIM", "amp_ssim"), ("amp MAE", "amp_mae"))
+    header = ["arm", "runs", "verdicts", "failure rate (95% Wilson CI)"]
+    header += [f"{h} median [IQR]" for h, _ in keys] + ["grad norm p99 median"]
+    body = []
+    for a in report.arms:
+        verdicts = arm_verdicts(a)
+        cells = [f"{fmt(a.median[k])} [{fmt(a.iqr[k], 2)}]" for _, k in keys]
+        body.append(
+            [
+                a.arm_name,
+                str(len(a.runs)),
+                verdicts,
+                fmt_rate(a),
+                *cells,
+                fmt(a.median["grad_norm_preclip_p99"]),
+            ]
+        )
+    return _table(header, body)
+
+
+def render_markdown(
+    report: StageReport, records: Sequence[RunRecord], out_dir: str | os.PathLike
+) -> str:
+    """The text of ``summary.md`` (links relative to ``out_dir``)."""
+    out = Path(out_dir)
+    data = sorted({r["data_hash"] for r in report.rows if r.get("data_hash")})
+    lines = [
+        f"# {report.title} summary",
+        "",
+        f"Scale: {report.scale or '–'} · data hash: {', '.join(data) or '–'} · "
+        f"{plural(len(report.rows), 'run')} of {plural(len(report.arms), 'arm')}",
+        "",
+        "## Runs",
+        "",
+        *_run_table(report),
+        "",
+        "Grad norms are the global L2 norm before clipping, over the logged steps.",
+    ]
+    if any(len(a.runs) > 1 for a in report.arms):
+        lines += ["", "## Seeds", "", *_seed_table(report), ""]
+        lines.append("Medians and IQR are over the stable seeds; interrupted runs are not judged.")
+    if report.comparisons:
+        lines += ["", "## Against the reference", ""] + [f"- {c}" for c in report.comparisons]
+    lines += [
+        "",
+        "## Did instability emerge?",
+        "",
+        f"**{'Yes' if report.instability else 'No'}.** {report.conclusion}",
+        "",
+    ]
+    lines += [f"- {f}" for f in report.findings]
+    lines += ["", "## Recommended next experiment", ""] + [f"- {s}" for s in report.next_steps]
+    lines += ["", "## Plots", ""]
+    for key, caption in PLOT_CAPTIONS.items():
+        if report.files.get(key):
+            lines += [f"![{caption}]({_link(report.files[key], out)})", ""]
+    lines += ["", "## Run folders", ""]
+    lines += [f"- [{rec.path.name}]({_link(rec.path, out)})" for rec in records]
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,316 @@
+"""``run_arm``: describe an arm, train it, evaluate it, judge it, and leave a complete record.
+
+Data flows one way: arm -> data set -> model -> training -> evaluation -> verdict -> record.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stabilitykit.arm import Arm
+from stabilitykit.data.cache import default_cache_dir, load_or_build
+from stabilitykit.data.simulate import GridLinesData
+from stabilitykit.evaluate.metrics import evaluate_object
+from stabilitykit.evaluate.stitch import stitch_patches, stitched_region, trim
+from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
+from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
+from stabilitykit.models.registry import build_model, count_parameters
+from stabilitykit.physics.losses import get_loss
+from stabilitykit.record.run_record import (
+    RunRecord,
+    RunWriter,
+    new_run_dir,
+    read_record,
+    read_steps,
+)
+from stabilitykit.record.schema import STEPS
+from stabilitykit.train.clipping import Clipper
+from stabilitykit.train.loop import (
+    TrainOutcome,
+    TrainSetup,
+    build_optimizer,
+    is_out_of_memory,
+    train,
+)
+from stabilitykit.train.telemetry import summarise_history, summarise_steps
+
+STATUS_VERDICTS = {
+    "out_of_memory": VerdictKind.OUT_OF_MEMORY,
+    "error": VerdictKind.ERROR,
+    "interrupted": VerdictKind.INTERRUPTED,
+}
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """What ``run_arm`` returns: the verdict, named metrics, summary stats, history, the folder."""
+
+    arm: Arm
+    verdict: Verdict
+    metrics: dict[str, Any]
+    stats: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path
+
+    @property
+    def record(self) -> RunRecord:
+        return read_record(self.run_dir)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 (16 hex) over the stabilitykit source files."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import skimage
+
+    import stabilitykit
+
+    return {
+        "stabilitykit": stabilitykit.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+    }
+
+
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` before any work when ``device`` is not available here."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Arm.device: {device!r} requested but CUDA is not available here")
+    if device.startswith("cuda:") and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise ValueError(
+            f"Arm.device: {device!r} requested; {torch.cuda.device_count()} CUDA device(s) here"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("Arm.device: 'mps' requested but MPS is not available here")
+
+
+def seeds(arm: Arm) -> dict[str, int]:
+    """The effective seeds, all derived from the arm (recorded in config.json)."""
+    return {"model_init": arm.seed, "shuffle": arm.seed + 1, "data": arm.data.seed}
+
+
+def _model_summaries(model: torch.nn.Module) -> dict[str, Any]:
+    """Summaries of InstanceNorm weights and LayerScale gammas (None when the model has none)."""
+    norm_w = [
+        m.weight.detach().flatten()
+        for m in model.modules()
+        if isinstance(m, torch.nn.InstanceNorm2d) and m.weight is not None
+    ]
+    gammas = [p.detach().flatten() for n, p in model.named_parameters() if "layerscale" in n]
+    out: dict[str, Any] = {}
+    for key, parts in (("norm_weight", norm_w), ("layerscale", gammas)):
+        if parts:
+            v = torch.cat(parts).abs().float().cpu()
+            out[key] = {
+                "mean_abs": float(v.mean()),
+                "min_abs": float(v.min()),
+                "max_abs": float(v.max()),
+            }
+        else:
+            out[key] = None
+    return out
+
+
+@torch.no_grad()
+def predict_image(
+    model: torch.nn.Module, data: GridLinesData, x_test: torch.Tensor, image: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stitched complex prediction and ground truth of test ``image``, 2 px trimmed per side."""
+    model.eval()
+    split = data.test
+    idx = split.patches_of_image(image)
+    chunks = np.array_split(idx, max(1, len(idx) // 128))
+    preds = [model(x_test[torch.as_tensor(c, device=x_test.device)]) for c in chunks]
+    patches = torch.cat(preds)[:, 0].cpu().numpy()
+    coords = split.coords[idx, 0]
+    stitched = stitch_patches(patches, coords, split.stride)
+    rows, cols = stitched_region(coords, data.spec.N, split.stride)
+    truth = split.objects[image][rows, cols]
+    return trim(stitched), trim(truth)
+
+
+def _config(
+    arm: Arm,
+    data: GridLinesData,
+    model: torch.nn.Module | None,
+    clipper: Clipper,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    describe = getattr(model, "describe", None)
+    return {
+        "arm": arm.to_dict(),
+        "arm_id": arm.id,
+        "arm_hash": arm.hash,
+        "family_hash": arm.family_hash,
+        "scale": arm.scale,
+        "seeds": seeds(arm),
+        "device": arm.device,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(),
+        "code_fingerprint": code_fingerprint(),
+        "data_hash": data.data_hash,
+        "spectral_implementation": getattr(model, "spectral_implementation", None),
+        "model": describe() if callable(describe) else {},
+        "parameters": count_parameters(model) if model is not None else None,
+        "clipping": clipper.description,
+        "hostname": platform.node(),
+        "tags": tags,
+    }
+
+
+def _setup(
+    arm: Arm, data: GridLinesData, model: torch.nn.Module, clipper: Clipper, device: torch.device
+) -> TrainSetup:
+    def on_device(diffraction: np.ndarray) -> torch.Tensor:  # (n, N, N, C) -> (n, C, N, N)
+        return torch.as_tensor(diffraction).permute(0, 3, 1, 2).contiguous().to(device)
+
+    return TrainSetup(
+        model=model,
+        x_train=on_device(data.train.diffraction),
+        x_test=on_device(data.test.diffraction),
+        probe=torch.as_tensor(data.probe).to(device),
+        loss_fn=get_loss(arm.loss),
+        optimizer=build_optimizer(
+            arm.optimizer, model.parameters(), arm.lr, arm.betas, arm.weight_decay
+        ),
+        clipper=clipper,
+        epochs=arm.epochs,
+        batch_size=arm.batch_size,
+        grad_norm_every=arm.grad_norm_every,
+        scheduler=arm.scheduler,
+        warmup_epochs=arm.warmup_epochs,
+        shuffle_seed=seeds(arm)["shuffle"],
+        # one host sync per flush: every step on the CPU, every 64 steps on an accelerator
+        flush_every=1 if device.type == "cpu" else 64,
+    )
+
+
+def _failure(exc: BaseException) -> TrainOutcome:
+    status = "out_of_memory" if is_out_of_memory(exc) else "error"
+    return TrainOutcome(
+        status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+    )
+
+
+def _evaluate(
+    model: torch.nn.Module, data: GridLinesData, setup: TrainSetup, writer: RunWriter
+) -> dict[str, Any]:
+    prediction, truth = predict_image(model, data, setup.x_test)
+    writer.save_reconstruction(prediction, truth)
+    metrics = evaluate_object(prediction, truth, phase_enabled=data.spec.phase)
+    metrics["gt_amp_std"] = float(np.abs(truth).std())
+    return metrics
+
+
+def _verdict(
+    outcome: TrainOutcome,
+    stats: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list,
+    criteria: Iterable[Criterion],
+) -> Verdict:
+    if outcome.status in STATUS_VERDICTS:
+        message = outcome.error or outcome.status
+        evidence = Evidence("run", message, step=outcome.steps or None)
+        return Verdict(STATUS_VERDICTS[outcome.status], (evidence,))
+    return judge(Observation(stats, metrics, history), criteria)
+
+
+def run_arm(
+    arm: Arm,
+    *,
+    out_dir: str | os.PathLike = "reports",
+    cache_dir: str | os.PathLike | None = None,
+    criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    tags: dict[str, str] | None = None,
+) -> ArmResult:
+    """Train, evaluate and judge ``arm``; write its record to a fresh folder under
+    ``out_dir/runs/``.
+
+    A run that dies (non-finite loss, out of memory, an exception) still returns a result with
+    its verdict and a complete record; Ctrl-C writes the record, then re-raises. ``tags`` (e.g.
+    the stage and session) are stored in ``config.json``.
+    """
+    check_device(arm.device)
+    device = torch.device(arm.device)
+    data = load_or_build(arm.data, cache_dir if cache_dir is not None else default_cache_dir())
+    writer = RunWriter(new_run_dir(out_dir, arm.id))
+    clipper = Clipper(arm.clip, arm.clip_value)
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        history.append(row)
+        writer.write_history(history)
+
+    model: torch.nn.Module | None = None
+    setup: TrainSetup | None = None
+    try:
+        try:
+            torch.manual_seed(seeds(arm)["model_init"])
+            model = build_model(
+                arm.architecture,
+                in_channels=arm.data.channels,
+                grid=arm.data.N,
+                **arm.model_kwargs(),
+            ).to(device)
+            writer.write_config(_config(arm, data, model, clipper, tags or {}))
+            setup = _setup(arm, data, model, clipper, device)
+            outcome = train(setup, writer.append_steps, on_epoch, progress)
+        except KeyboardInterrupt:
+            outcome = TrainOutcome(status="interrupted")
+        except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
+            outcome = _failure(exc)
+        if not (writer.path / "config.json").exists():
+            writer.write_config(_config(arm, data, model, clipper, tags or {}))
+        metrics: dict[str, Any] = {}
+        if outcome.status == "completed" and model is not None and setup is not None:
+            try:
+                metrics = _evaluate(model, data, setup, writer)
+            except Exception as exc:
+                outcome = _failure(exc)
+        stats = {
+            "status": outcome.status,
+            "train_seconds": outcome.seconds,
+            "error": outcome.error,
+            "traceback": outcome.traceback,
+            **summarise_history(history),
+        }
+        steps, _ = read_steps(writer.path / STEPS)
+        stats.update(summarise_steps(steps))
+        if outcome.nonfinite_step is not None:
+            stats["nonfinite"], stats["nonfinite_step"] = True, outcome.nonfinite_step
+        if model is not None:
+            stats.update(_model_summaries(model))
+            stats["parameters"] = count_parameters(model)
+        verdict = _verdict(outcome, stats, metrics, history, criteria)
+        writer.write_metrics(metrics)
+        if model is not None:
+            writer.save_model(model.state_dict())
+        writer.write_stats(stats, verdict)
+    finally:
+        writer.close()
+    if outcome.status == "interrupted":
+        raise KeyboardInterrupt
+    return ArmResult(arm, verdict, metrics, stats, history, writer.path)

@@ -1,0 +1,163 @@
+"""A study session: arms run inside stages, with options applied, references found, and the
+stage reports written at the end. The pytest plugin is a thin layer over this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stabilitykit.arm import SCALES, Arm, apply_scale
+from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
+from stabilitykit.record.run_record import RunRecord, find_runs, read_record
+from stabilitykit.run import STATUS_VERDICTS, ArmResult, code_fingerprint, run_arm
+
+STAGE_PREFIX = "stage_"
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """What a session applies to every arm: scale, device, seed replicates, output folder."""
+
+    scale: str = "ci"
+    out: Path = Path("reports")
+    device: str | None = None  # None keeps each arm's own device
+    seeds: int = 1
+    rerun: bool = False
+    cache_dir: Path | None = None
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"--sk-scale: got {self.scale!r}; allowed: one of {SCALES}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
+
+    def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
+        """``arm`` at this session's scale and device, seed shifted by ``replicate``."""
+        if not isinstance(arm, Arm):
+            raise TypeError(f"expected an Arm, got {type(arm).__name__}")
+        prepared = apply_scale(arm, self.scale)
+        changes: dict[str, Any] = {}
+        if self.device is not None:
+            changes["device"] = self.device
+        if replicate:
+            changes["seed"] = arm.seed + replicate
+        return prepared.replace(**changes) if changes else prepared
+
+    def stage_dir(self, stage: str) -> Path:
+        check_stage_name(stage)
+        return Path(self.out) / stage
+
+
+def check_stage_name(stage: str) -> None:
+    if not stage.startswith(STAGE_PREFIX) or not stage.replace("_", "").isalnum():
+        raise ValueError(
+            f"stage: got {stage!r}; allowed: 'stage_<letters or digits>' (e.g. 'stage_b')"
+        )
+
+
+def run_in_stage(
+    arm: Arm,
+    stage: str,
+    options: StudyOptions,
+    *,
+    criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
+    replicate: int = 0,
+    progress: Any = None,
+) -> ArmResult:
+    """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``."""
+    prepared = options.prepare(arm, replicate)
+    return run_arm(
+        prepared,
+        out_dir=options.stage_dir(stage),
+        cache_dir=options.cache_dir,
+        criteria=criteria,
+        progress=progress,
+        tags={"stage": stage, "session": options.session},
+    )
+
+
+def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
+    """The newest complete record under ``stage_dir`` of exactly this arm, run by this code."""
+    best: RunRecord | None = None
+    for path in find_runs(stage_dir):
+        try:
+            record = read_record(path)
+        except ValueError:
+            continue
+        cfg = record.config
+        if (
+            record.complete
+            and cfg.get("arm_hash") == arm.hash
+            and cfg.get("code_fingerprint") == code_fingerprint()
+            and (best is None or path.name > best.path.name)
+        ):
+            best = record
+    return best
+
+
+def result_from_record(record: RunRecord, criteria: Iterable[Criterion] | None = None) -> ArmResult:
+    """An :class:`ArmResult` from a record (re-judged with ``criteria`` when given)."""
+    verdict = record.verdict
+    status = record.stats.get("status")
+    if criteria is not None and status not in STATUS_VERDICTS:
+        verdict = judge(Observation(record.stats, record.metrics, record.history), criteria)
+    arm = Arm.from_dict(record.config["arm"])
+    return ArmResult(arm, verdict, record.metrics, record.stats, record.history, record.path)
+
+
+def reference_result(
+    arm: Arm, stage: str, options: StudyOptions, *, replicate: int = 0
+) -> tuple[ArmResult, bool]:
+    """Another stage's arm: its last record at this scale and arm hash, else run now.
+
+    Returns the result and whether it came from a record.
+    """
+    prepared = options.prepare(arm, replicate)
+    if not options.rerun:
+        cached = find_cached(options.stage_dir(stage), prepared)
+        if cached is not None:
+            return result_from_record(cached), True
+    return run_in_stage(arm, stage, options, replicate=replicate), False
+
+
+def session_records(stage_dir: Path, session: str) -> list[RunRecord]:
+    """Every run of ``session`` under ``stage_dir``, half-written ones included."""
+    records = []
+    for path in find_runs(stage_dir):
+        try:
+            record = read_record(path)
+        except ValueError:
+            continue
+        if record.config.get("tags", {}).get("session") == session:
+            records.append(record)
+    return records
+
+
+def write_session_reports(
+    options: StudyOptions, stages: Iterable[str], entries: Iterable[dict[str, Any]]
+) -> list[Any]:
+    """Write ``out/<stage>/`` reports for the session's runs; ``entries`` carry references
+    (``role`` other than ``"arm"``: a label such as ``"stage_a/control"``)."""
+    from stabilitykit.report.summary import build_stage_report, write_stage_report
+
+    entries = list(entries)
+    reports = []
+    for stage in stages:
+        records = session_records(options.stage_dir(stage), options.session)
+        references: dict[str, RunRecord] = {}
+        for entry in entries:
+            if entry["stage"] == stage and entry["role"] != "arm":
+                try:
+                    references[entry["role"]] = read_record(entry["run_dir"])
+                except (ValueError, OSError):
+                    continue
+        if not records and not references:
+            continue
+        report = build_stage_report(stage, records, references)
+        reports.append(write_stage_report(report, options.stage_dir(stage), records, references))
+    return reports

@@ -1,0 +1,184 @@
+import json
+
+import pytest
+
+from stabilitykit.gate.baseline import (
+    BaselineEntry,
+    BaselineError,
+    baseline_from_runs,
+    baseline_path,
+    read_baseline,
+    update_baseline,
+    write_baseline,
+)
+from stabilitykit.gate.metrics import ArmRun
+from stabilitykit.record.schema import stamp
+
+GOOD = {"amp_ssim": 0.9, "amp_mae": 0.06, "best_val_loss": 0.02, "train_seconds": 9.0}
+
+
+def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", **values):
+    return ArmRun(
+        arm_id=f"{name}-hybrid-b4-seed{seed}",
+        arm_name=name,
+        arm_hash=f"{family[:8]}{seed:08d}",
+        family_hash=family,
+        seed=seed,
+        scale=scale,
+        verdict=verdict,
+        values={**GOOD, **values},
+    )
+
+
+def test_one_seed_entry_holds_values_and_only_gated_metrics():
+    entry = BaselineEntry.from_runs([run(amp_ssim=0.123456789)])
+    d = entry.to_json()
+    assert d["arm_id"] == "control-hybrid-b4" and d["arm_name"] == "control"
+    assert d["metrics"]["amp_ssim"] == 0.123457  # 6 significant digits
+    assert "train_seconds" not in d["metrics"]  # not a gated metric
+    assert d["seeds"]["1"]["verdict"] == "stable" and d["seeds"]["1"]["arm_hash"] == "ffffffff00000001"
+    assert (d["n"], d["failures"], d["verdicts"]) == (1, 0, {"stable": 1})
+
+
+def test_seeds_give_median_and_iqr_over_the_stable_ones():
+    runs = [run(seed=1, amp_ssim=0.90), run(seed=2, amp_ssim=0.92), run(seed=3, amp_ssim=0.94)]
+    runs += [run(seed=4, verdict="collapsed", amp_ssim=0.277)]
+    runs += [run(seed=5, verdict="interrupted", amp_ssim=0.1)]
+    entry = BaselineEntry.from_runs(runs)
+    assert entry.to_json()["metrics"]["amp_ssim"] == {"median": 0.92, "iqr": 0.02, "n": 3}
+    assert (entry.n, entry.failures) == (4, 1)  # the interrupted run says nothing
+    assert entry.verdicts == {"collapsed": 1, "interrupted": 1, "stable": 3}
+    assert entry.reference("amp_ssim", 4) == (0.277, 0.0, "seed 4")
+    assert entry.reference("amp_ssim", 99) == (0.92, 0.02, "median of 3 seeds, IQR 0.02")
+
+
+def test_round_trip_is_deterministic_and_sorted(tmp_path):
+    runs = [run(seed=2), run(seed=10), run(name="agc", family="e" * 16, seed=1)]
+    baseline = baseline_from_runs(runs, stage="stage_a")
+    path = write_baseline(baseline, tmp_path / "ci" / "stage_a.json")
+    first = path.read_bytes()
+    again = read_baseline(path)
+    assert again.entries == baseline.entries and (again.stage, again.scale) == ("stage_a", "ci")
+    write_baseline(again)
+    assert path.read_bytes() == first
+    d = json.loads(first)
+    assert list(d)[:2] == ["schema", "version"] and list(d["entries"]) == ["e" * 16, "f" * 16]
+    assert list(d["entries"]["f" * 16]["seeds"]) == ["2", "10"]  # numeric order
+    assert list(d["entries"]["f" * 16]) == sorted(d["entries"]["f" * 16])
+
+
+def test_runs_of_another_scale_are_refused():
+    with pytest.raises(BaselineError, match="scale"):
+        baseline_from_runs([run(scale="smoke")], stage="stage_a", scale="ci")
+
+
+def _entry_json():
+    return BaselineEntry.from_runs([run()]).to_json()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps(stamp({"stats": {}})), "schema 'stabilitykit.run' is not"),
+        (json.dumps({"entries": {}}), "no 'schema' field"),
+        (
+            json.dumps({"schema": "stabilitykit.baseline", "version": 2, "entries": {}}),
+            "newer stabilitykit",
+        ),
+        (
+            json.dumps(stamp({"stage": "s", "scale": "ci", "entries": []}, "stabilitykit.baseline")),
+            "entries: got list",
+        ),
+        (
+            json.dumps(
+                stamp(
+                    {"stage": "s", "scale": "ci", "entries": {"f": {**_entry_json(), "seeds": {}}}},
+                    "stabilitykit.baseline",
+                )
+            ),
+            r"entries\.f\.seeds: got dict",
+        ),
+        (
+            json.dumps(
+                stamp(
+                    {
+                        "stage": "s",
+                        "scale": "ci",
+                        "entries": {"f": {**_entry_json(), "metrics": {"amp_ssim": "high"}}},
+                    },
+                    "stabilitykit.baseline",
+                )
+            ),
+            r"entries\.f\.metrics\.amp_ssim: got str",
+        ),
+    ],
+    ids=["corrupt", "foreign", "unstamped", "future", "entries-list", "no-seeds", "bad-metric"],
+)
+def test_bad_files_name_the_file_and_the_fault(tmp_path, content, match):
+    path = tmp_path / "stage_a.json"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=match) as info:
+        read_baseline(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_verdict_is_named(tmp_path):
+    entry = _entry_json()
+    entry["seeds"]["1"]["verdict"] = "fine"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(stamp({"stage": "s", "scale": "ci", "entries": {"f": entry}}, "stabilitykit.baseline")))
+    with pytest.raises(BaselineError, match=r"seeds\.1\.verdict: got 'fine'"):
+        read_baseline(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BaselineError, match="no such baseline file"):
+        read_baseline(tmp_path / "nope.json")
+    empty = read_baseline(tmp_path / "nope.json", missing_ok=True)
+    assert empty.entries == {} and empty.stage is None
+
+
+def test_baseline_path():
+    assert baseline_path("b", "stage_a", "ci").as_posix() == "b/ci/stage_a.json"
+    assert baseline_path("b/x.json", "stage_a", "ci").as_posix() == "b/x.json"
+
+
+def test_update_changes_only_the_given_arms(tmp_path):
+    path = tmp_path / "ci" / "stage_a.json"
+    control, agc = run(), run(name="agc", family="e" * 16)
+    diff = update_baseline(path, [control, agc], "stage_a", "ci")
+    assert [c.kind for c in diff.changes] == ["added", "added"] and diff.changed
+    before = read_baseline(path).entries["e" * 16]
+
+    diff = update_baseline(path, [run(amp_ssim=0.95)], "stage_a", "ci")
+    assert [c.kind for c in diff.changes] == ["updated"] and diff.kept == ("agc-hybrid-b4",)
+    assert ("amp_ssim", "0.9", "0.95") in diff.changes[0].rows()
+    text = diff.text()
+    assert "control-hybrid-b4" in text and "updated" in text and "0.95" in text
+    after = read_baseline(path)
+    assert after.entries["f" * 16].metrics["amp_ssim"].median == 0.95
+    assert after.entries["e" * 16] == before
+
+    diff = update_baseline(path, [run(amp_ssim=0.95)], "stage_a", "ci")
+    assert [c.kind for c in diff.changes] == ["unchanged"] and not diff.changed
+
+
+def test_update_replaces_the_entry_of_a_changed_arm(tmp_path):
+    path = tmp_path / "stage_a.json"
+    update_baseline(path, [run()], "stage_a", "ci")
+    diff = update_baseline(path, [run(family="1" * 16)], "stage_a", "ci")
+    change = diff.changes[0]
+    assert change.kind == "replaced" and change.old.family_hash == "f" * 16
+    assert ("arm hash", "f" * 16, "1" * 16) in change.rows()
+    assert list(read_baseline(path).entries) == ["1" * 16]
+
+
+def test_update_refuses_another_stage_or_scale(tmp_path):
+    path = tmp_path / "stage_a.json"
+    update_baseline(path, [run()], "stage_a", "ci")
+    with pytest.raises(BaselineError, match="holds stage 'stage_a'"):
+        update_baseline(path, [run()], "stage_b", "ci")
+    with pytest.raises(BaselineError, match="scale"):
+        update_baseline(path, [run(scale="smoke")], "stage_a", "smoke")

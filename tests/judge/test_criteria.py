@@ -1,0 +1,115 @@
+import pytest
+
+from stabilitykit.judge.criteria import (
+    DEFAULT_CRITERIA,
+    Finite,
+    GradNormBounded,
+    Learns,
+    LossBounded,
+    NoCollapse,
+    NoWorseThan,
+    Observation,
+    judge,
+)
+from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
+
+HEALTHY_STATS = {
+    "nonfinite": False,
+    "first_loss": 0.5,
+    "max_loss": 0.6,
+    "max_loss_step": 2,
+    "grad_norm_preclip_max": 40.0,
+    "grad_norm_preclip_max_step": 7,
+    "initial_val_loss": 0.4,
+    "best_val_loss": 0.1,
+    "best_val_epoch": 9,
+    "final_val_loss": 0.11,
+}
+HEALTHY_METRICS = {"amp_ssim": 0.6, "amp_ssim_floor": 0.25, "pred_amp_std": 0.5, "gt_amp_std": 0.6}
+
+
+def obs(stats=None, metrics=None):
+    return Observation({**HEALTHY_STATS, **(stats or {})}, {**HEALTHY_METRICS, **(metrics or {})})
+
+
+def test_healthy_run_is_stable():
+    verdict = judge(obs())
+    assert verdict.kind is VerdictKind.STABLE and verdict.ok and verdict.evidence == ()
+
+
+def test_nonfinite_is_diverged_with_step():
+    verdict = judge(obs({"nonfinite": True, "nonfinite_step": 17}))
+    assert verdict.kind is VerdictKind.DIVERGED
+    assert verdict.evidence[0].criterion == "finite" and verdict.evidence[0].step == 17
+
+
+def test_exploding_loss_is_diverged():
+    kind, evidence = LossBounded(factor=10).check(obs({"max_loss": 6.0, "max_loss_step": 40}))
+    assert kind is VerdictKind.DIVERGED and evidence.step == 40 and evidence.limit == 5.0
+    assert LossBounded(factor=10).check(obs({"max_loss": 4.9})) is None
+
+
+def test_grad_norm_bound():
+    failure = GradNormBounded(limit=100).check(obs({"grad_norm_preclip_max": 39927.0}))
+    assert failure[0] is VerdictKind.SPIKING and failure[1].value == 39927.0
+    assert failure[1].step == 7
+    assert GradNormBounded(limit=1e5).check(obs({"grad_norm_preclip_max": 39927.0})) is None
+
+
+def test_constant_output_is_collapsed():
+    verdict = judge(obs(metrics={"pred_amp_std": 1e-4}))
+    assert verdict.kind is VerdictKind.COLLAPSED
+    assert "constant" in verdict.evidence[0].message
+
+
+def test_relapse_to_the_floor_is_collapsed():
+    failure = NoCollapse().check(
+        obs({"best_val_loss": 0.0237, "final_val_loss": 0.179}, {"amp_ssim": 0.255})
+    )
+    assert failure is not None and failure[0] is VerdictKind.COLLAPSED
+    # at the floor but never learned: not a collapse (Learns reports it)
+    assert NoCollapse().check(obs(metrics={"amp_ssim": 0.255})) is None
+
+
+def test_no_learning_is_stagnated():
+    failure = Learns(min_drop=0.1).check(obs({"best_val_loss": 0.39}))
+    assert failure[0] is VerdictKind.STAGNATED and "did not drop" in failure[1].message
+    failure = Learns().check(obs(metrics={"amp_ssim": 0.2}))
+    assert failure[0] is VerdictKind.STAGNATED and "floor" in failure[1].message
+
+
+def test_no_worse_than_reference():
+    reference = {"best_val_loss": 0.1, "amp_ssim": 0.6}
+    crit = NoWorseThan(reference, "stage_a/control", val_loss_rtol=0.5, ssim_atol=0.035)
+    assert crit.check(obs({"best_val_loss": 0.149}, {"amp_ssim": 0.566})) is None
+    kind, evidence = crit.check(obs({"best_val_loss": 0.16}, {"amp_ssim": 0.5}))
+    assert kind is VerdictKind.STAGNATED
+    assert "stage_a/control" in evidence.message and "0.16" in evidence.message
+    assert "0.500" in evidence.message
+
+
+def test_most_severe_kind_wins_and_all_evidence_is_kept():
+    verdict = judge(
+        obs({"nonfinite": True, "nonfinite_step": 3, "grad_norm_preclip_max": 1e9}),
+        DEFAULT_CRITERIA,
+    )
+    assert verdict.kind is VerdictKind.DIVERGED
+    assert {e.criterion for e in verdict.evidence} >= {"finite", "grad_norm_bounded"}
+
+
+def test_custom_criterion_can_be_added():
+    class AlwaysFails:
+        name = "always"
+
+        def check(self, o):
+            return VerdictKind.STAGNATED, Evidence(self.name, "no")
+
+    assert judge(obs(), (*DEFAULT_CRITERIA, AlwaysFails())).kind is VerdictKind.STAGNATED
+
+
+def test_verdict_round_trip_and_explain():
+    verdict = Verdict(VerdictKind.SPIKING, (Evidence("g", "big", 5.0, 1.0, step=3, epoch=1),))
+    assert Verdict.from_dict(verdict.to_dict()) == verdict
+    assert "step 3" in verdict.explain() and "spiking" in verdict.explain()
+    with pytest.raises(ValueError):
+        Verdict.from_dict({"kind": "wobbly", "evidence": []})

@@ -1,0 +1,138 @@
+"""Synthetic run folders for the report tests (written with :class:`RunWriter`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
+from stabilitykit.record.run_record import RunWriter, new_run_dir, read_record
+
+GOOD_STATS = {
+    "status": "completed",
+    "train_seconds": 12.5,
+    "epochs_completed": 3,
+    "initial_val_loss": 0.2,
+    "best_val_loss": 0.0138,
+    "best_val_epoch": 3,
+    "final_val_loss": 0.0138,
+    "steps": 6,
+    "nonfinite": False,
+    "nonfinite_step": None,
+    "grad_norm_preclip_min": 0.5,
+    "grad_norm_preclip_median": 8.56,
+    "grad_norm_preclip_p99": 22.85,
+    "grad_norm_preclip_max": 39.9,
+    "grad_norm_preclip_max_step": 4,
+    "grad_norm_postclip_min": 0.5,
+    "grad_norm_postclip_median": 1.0,
+    "grad_norm_postclip_p99": 1.0,
+    "grad_norm_postclip_max": 1.0,
+    "parameters": 123456,
+}
+GOOD_METRICS = {
+    "amp_mae": 0.063,
+    "amp_ssim": 0.925,
+    "amp_psnr": 25.0,
+    "amp_frc50": 12,
+    "phase_ssim": None,
+    "phase_mae": None,
+    "phase_vacuous": True,
+    "amp_ssim_floor": 0.277,
+    "pred_amp_std": 0.2,
+    "gt_amp_std": 0.21,
+}
+
+
+def steps_rows(n: int = 6, grad: float = 8.56) -> list[dict]:
+    return [
+        {
+            "step": i,
+            "epoch": 1 + i // 2,
+            "lr": 1e-3,
+            "loss": 0.2 / (i + 1),
+            "grad_norm_preclip": grad * (1 + i),
+            "grad_norm_postclip": 1.0,
+        }
+        for i in range(n)
+    ]
+
+
+def history_rows(epochs: int = 3) -> list[dict]:
+    rows = [{"epoch": 0, "train_loss": None, "val_loss": 0.2, "lr": 1e-3, "seconds": 0.0}]
+    rows += [
+        {"epoch": e, "train_loss": 0.1 / e, "val_loss": 0.05 / e, "lr": 1e-3, "seconds": 1.0}
+        for e in range(1, epochs + 1)
+    ]
+    return rows
+
+
+def complex_object(phase: bool, n: int = 24) -> np.ndarray:
+    y, x = np.mgrid[:n, :n]
+    amp = 0.5 + 0.4 * ((x // 4 + y // 4) % 2)
+    return amp * np.exp(1j * (np.sin(x / 3.0) if phase else 0.0))
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """``make_run(name, seed=..., verdict=..., ...) -> RunRecord``; ``finish=False`` leaves a
+    half-written run (no stats.json)."""
+
+    def make(
+        name: str = "control",
+        *,
+        seed: int = 1,
+        verdict: str = "stable",
+        evidence: tuple[Evidence, ...] = (),
+        stats: dict | None = None,
+        metrics: dict | None = None,
+        arm: dict | None = None,
+        steps: list[dict] | None = None,
+        history: list[dict] | None = None,
+        reconstruction: str | None = "amplitude",
+        finish: bool = True,
+        root=None,
+        data_hash: str = "data0123",
+        scale: str = "ci",
+    ):
+        arm_dict = {
+            "name": name,
+            "architecture": "hybrid",
+            "fno_blocks": 4,
+            "layerscale_init": None,
+            "clip": "norm",
+            "clip_value": 1.0,
+            "lr": 1e-3,
+            "epochs": 3,
+            "seed": seed,
+            "scale": scale,
+            "data": {"N": 64, "seed": 7},
+            **(arm or {}),
+        }
+        writer = RunWriter(new_run_dir(root or tmp_path, f"{name}-seed{seed}"))
+        writer.write_config(
+            {
+                "arm": arm_dict,
+                "arm_id": f"{name}-hybrid-b{arm_dict['fno_blocks']}-seed{seed}",
+                "arm_hash": f"hash{name}{seed}",
+                "scale": scale,
+                "seeds": {"model_init": seed, "shuffle": seed + 1, "data": 7},
+                "device": "cpu",
+                "data_hash": data_hash,
+                "parameters": 123456,
+            }
+        )
+        writer.append_steps(steps_rows() if steps is None else steps)
+        writer.write_history(history_rows() if history is None else history)
+        if reconstruction is not None:
+            truth = complex_object(phase=reconstruction == "phase")
+            writer.save_reconstruction(truth * 0.9 + 0.01, truth)
+        if finish:
+            writer.write_metrics({**GOOD_METRICS, **(metrics or {})})
+            writer.write_stats(
+                {**GOOD_STATS, **(stats or {})}, Verdict(VerdictKind(verdict), evidence)
+            )
+        writer.close()
+        return read_record(writer.path)
+
+    return make

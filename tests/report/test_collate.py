@@ -1,0 +1,125 @@
+import math
+
+import pytest
+
+from stabilitykit.judge.verdict import Evidence
+from stabilitykit.report.collate import (
+    METRIC_COLUMNS,
+    metrics_row,
+    recipe_hash,
+    representative,
+    summarise_arms,
+    wilson_interval,
+)
+
+
+@pytest.mark.parametrize(
+    ("failures", "n", "expected"),
+    [
+        (0, 5, (0.0, 0.4345)),
+        (5, 5, (0.5655, 1.0)),
+        (1, 3, (0.0615, 0.7923)),
+        (1, 10, (0.0179, 0.4042)),
+        (0, 0, (0.0, 1.0)),
+    ],
+)
+def test_wilson_interval_known_values(failures, n, expected):
+    low, high = wilson_interval(failures, n)
+    assert low == pytest.approx(expected[0], abs=1e-4)
+    assert high == pytest.approx(expected[1], abs=1e-4)
+
+
+def test_wilson_interval_narrows_with_z_and_rejects_bad_counts():
+    assert wilson_interval(1, 3, z=1.0)[1] < wilson_interval(1, 3)[1]
+    with pytest.raises(ValueError, match="0 <= failures <= n"):
+        wilson_interval(4, 3)
+
+
+def test_row_of_a_complete_run(make_run):
+    rec = make_run(
+        "deep_control",
+        seed=3,
+        verdict="diverged",
+        evidence=(Evidence("finite", "loss or gradient became non-finite", step=5),),
+        stats={"final_val_loss": math.nan, "grad_norm_preclip_max": math.inf},
+    )
+    row = metrics_row(rec)
+    assert set(METRIC_COLUMNS) <= set(row)
+    assert row["arm_name"] == "deep_control" and row["seed"] == 3 and row["scale"] == "ci"
+    assert row["arm_id"] == "deep_control-hybrid-b4-seed3" and row["run"] == rec.path.name
+    assert row["verdict"] == "diverged" and row["complete"] is True
+    assert row["verdict_reason"] == "[finite] loss or gradient became non-finite (at step 5)"
+    assert row["best_val_loss"] == 0.0138 and row["amp_ssim"] == 0.925
+    assert row["final_val_loss"] is None and row["grad_norm_preclip_max"] is None  # non-finite
+    assert row["phase_ssim"] is None and row["parameters"] == 123456
+    assert row["fno_blocks"] == 4 and row["clip"] == "norm"
+
+
+def test_half_written_run_is_an_interrupted_row_with_what_it_logged(make_run):
+    rec = make_run(
+        "control", finish=False, steps=[{"step": 0, "epoch": 1, "lr": 1e-3, "loss": 0.3}]
+    )
+    row = metrics_row(rec)
+    assert row["verdict"] == "interrupted" and row["complete"] is False
+    assert "stats.json" in row["verdict_reason"]
+    assert row["best_val_loss"] == pytest.approx(0.05 / 3)  # from history.json
+    assert row["amp_ssim"] is None and row["grad_norm_preclip_max"] is None
+    assert row["parameters"] == 123456  # from config.json
+
+
+def test_row_of_a_run_with_an_almost_empty_config(tmp_path):
+    from stabilitykit.record.run_record import RunWriter, new_run_dir, read_record
+
+    writer = RunWriter(new_run_dir(tmp_path, "bare"))
+    writer.write_config({})
+    row = metrics_row(read_record(writer.path))
+    assert row["arm_name"] == writer.path.name and row["verdict"] == "interrupted"
+    assert all(row[k] is None for k in METRIC_COLUMNS)
+
+
+def test_recipe_hash_ignores_seeds_and_name_only():
+    arm = {"name": "a", "seed": 1, "fno_blocks": 4, "data": {"N": 64, "seed": 7}, "scale": "ci"}
+    same = {**arm, "name": "b", "seed": 2, "data": {"N": 64, "seed": 8}}
+    assert recipe_hash(arm) == recipe_hash(same)
+    assert recipe_hash(arm) != recipe_hash({**arm, "fno_blocks": 8})
+    assert recipe_hash({}) is None
+
+
+def test_arm_summary_over_seeds(make_run):
+    records = [
+        make_run("control", seed=s, stats={"best_val_loss": v}, metrics={"amp_ssim": None})
+        for s, v in ((1, 0.1), (2, 0.2), (3, 0.4))
+    ]
+    records.append(make_run("control", seed=4, verdict="diverged", stats={"best_val_loss": 9.0}))
+    records.append(make_run("control", seed=5, finish=False))
+    (arm,) = summarise_arms([metrics_row(r) for r in records])
+    assert arm.arm_name == "control" and arm.seeds == (1, 2, 3, 4, 5)
+    assert arm.n == 4 and arm.failures == 1 and arm.failure_rate == 0.25  # interrupted not judged
+    assert arm.failure_ci == pytest.approx(wilson_interval(1, 4))
+    assert arm.verdicts == {"stable": 3, "diverged": 1, "interrupted": 1}
+    assert arm.median["best_val_loss"] == pytest.approx(0.2)  # stable seeds only, 9.0 left out
+    assert arm.iqr["best_val_loss"] == pytest.approx(0.3 - 0.15)
+    assert arm.median["amp_ssim"] is None and arm.iqr["amp_ssim"] is None
+    assert arm.to_dict()["failure_ci"] == list(arm.failure_ci)
+
+
+def test_arms_group_by_name_and_recipe_in_order_of_appearance(make_run):
+    rows = [
+        metrics_row(make_run("deep", seed=1, arm={"fno_blocks": 8})),
+        metrics_row(make_run("control", seed=2)),
+        metrics_row(make_run("control", seed=1)),
+        metrics_row(make_run("control", seed=1, arm={"lr": 1e-4})),
+    ]
+    arms = summarise_arms(rows)
+    assert [(a.arm_name, a.seeds) for a in arms] == [
+        ("deep", (1,)),
+        ("control", (1, 2)),
+        ("control", (1,)),
+    ]
+
+
+def test_representative_falls_back_to_failed_runs(make_run):
+    rows = [metrics_row(make_run("deep", verdict="spiking", stats={"grad_norm_preclip_max": 4e5}))]
+    (arm,) = summarise_arms(rows)
+    assert arm.median["grad_norm_preclip_max"] is None  # no stable seed
+    assert representative(arm, rows)["grad_norm_preclip_max"] == 4e5

@@ -1,0 +1,47 @@
+from rich.console import Console
+
+from stabilitykit.judge.verdict import Evidence
+from stabilitykit.report.summary import build_stage_report
+from stabilitykit.report.terminal import print_stage_report, verdict_text
+
+
+def render(report) -> str:
+    console = Console(record=True, width=200, color_system=None)
+    print_stage_report(report, console)
+    return console.export_text()
+
+
+def test_prints_arms_verdicts_references_and_the_rules_outcome(make_run, tmp_path):
+    control = make_run("control", root=tmp_path / "a")
+    records = [
+        make_run(
+            "deep_control",
+            verdict="diverged",
+            arm={"fno_blocks": 8},
+            evidence=(Evidence("finite", "loss became non-finite", step=312),),
+        ),
+        make_run("agc", finish=False),
+    ]
+    text = render(build_stage_report("stage_b", records, {"stage_a/control": control}))
+    assert "Stage B · scale ci" in text
+    for expected in ("deep_control", "diverged", "agc", "interrupted", "stage_a/control (ref)"):
+        assert expected in text
+    assert "[finite] loss became non-finite (at step 312)" in text  # evidence is not markup
+    assert "Instability emerged in 1 of 2 arms" in text and "AGC" in text
+    assert "failure rate" not in text  # one seed per arm: no rate column
+
+
+def test_failure_rate_with_interval_over_seeds(make_run):
+    records = [make_run("control", seed=s) for s in (1, 2, 3, 4)]
+    records.append(make_run("control", seed=5, verdict="spiking"))
+    text = render(build_stage_report("stage_a", records))
+    assert "failure rate (95% CI)" in text and "1/5 = 20% (95% CI 4%–62%)" in text
+    assert "stable ×4, spiking ×1" in text
+
+
+def test_verdicts_are_coloured_by_kind():
+    text = verdict_text({"stable": 2, "diverged": 1, "collapsed": 1}, counted=True)
+    styles = {text.plain[s.start : s.end]: str(s.style) for s in text.spans}
+    assert "green" in styles["stable"] and "red" in styles["diverged"]
+    assert "yellow" in styles["collapsed"]
+    assert text.plain == "stable ×2, diverged ×1, collapsed ×1"
