@@ -22,6 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.text import Text
+
 from stabilitykit.gate.baseline import (
     SCHEMA as BASELINE_SCHEMA,
 )
@@ -116,7 +119,7 @@ def _only(values: set[Any], what: str, source: Path) -> Any:
 # --- commands -----------------------------------------------------------------------------------
 
 
-def cmd_compare(args: argparse.Namespace, console: Any) -> int:
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     base, head = read_side(Path(args.base)), read_side(Path(args.head))
     if isinstance(head, Baseline):
         raise InputError(f"{args.head}: HEAD must hold runs (a record folder or metrics file)")
@@ -134,7 +137,7 @@ def _selected(run: ArmRun, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
 
-def cmd_accept(args: argparse.Namespace, console: Any) -> int:
+def cmd_accept(args: argparse.Namespace, console: Console) -> int:
     root = Path(args.dir)
     records, _ = read_records(root, strict=True)
     runs = [arm_run(r) for r in records]
@@ -156,7 +159,7 @@ def cmd_accept(args: argparse.Namespace, console: Any) -> int:
         raise InputError(f"{root}: the runs record no scale")
     diff = update_baseline(baseline_path(target, stage, scale), runs, stage, scale)
     for source in unfinished:
-        console.print(f"[yellow]left out {source}: the run never finished[/]")
+        console.print(Text(f"left out {source}: the run never finished", "yellow"), soft_wrap=True)
     console.print(diff.rich())
     return EXIT_OK
 
@@ -185,7 +188,7 @@ def _stage_records(
 
 
 def _render_report(
-    stage: str, records: list[RunRecord], out: Path | None, notes: list[str], console: Any
+    stage: str, records: list[RunRecord], out: Path | None, notes: list[str], console: Console
 ) -> None:
     from stabilitykit.report import build_stage_report, write_stage_report
     from stabilitykit.report.terminal import print_stage_report
@@ -195,10 +198,10 @@ def _render_report(
         report = write_stage_report(report, out, records, {})
     print_stage_report(report, console)
     for note in notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(Text(note, "dim"), soft_wrap=True)
 
 
-def cmd_report(args: argparse.Namespace, console: Any) -> int:
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
     root = Path(args.dir)
     records, notes = read_records(root, strict=False)
     stage, records, more = _stage_records(records, args.stage, root)
@@ -206,7 +209,7 @@ def cmd_report(args: argparse.Namespace, console: Any) -> int:
     return EXIT_OK
 
 
-def cmd_merge(args: argparse.Namespace, console: Any) -> int:
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out)
     runs_dir = out / "runs"
     sources: list[Path] = []
@@ -227,8 +230,11 @@ def cmd_merge(args: argparse.Namespace, console: Any) -> int:
         shutil.copytree(src, dest)
         copied += 1
     console.print(
-        f"merged {copied} run folder(s) from {len(args.dirs)} folder(s) into {runs_dir}"
-        + (f" ({already} already there)" if already else "")
+        Text(
+            f"merged {copied} run folder(s) from {len(args.dirs)} folder(s) into {runs_dir}"
+            + (f" ({already} already there)" if already else "")
+        ),
+        soft_wrap=True,
     )
     records, more = read_records(runs_dir, strict=False)
     stage, records, others = _stage_records(records, args.stage, out)
@@ -298,11 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rich.console import Console
-
     args = build_parser().parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
-    handler: Callable[[argparse.Namespace, Any], int] = args.func
+    handler: Callable[[argparse.Namespace, Console], int] = args.func
     try:
         return handler(args, console)
     except (ValueError, OSError) as exc:  # InputError, BaselineError, RecordError included

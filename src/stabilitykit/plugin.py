@@ -37,6 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sk-seeds", type=int, default=1, help="replicate each arm over K seeds (default 1)"
     )
     group.addoption(
+        "--sk-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per arm (default 1: the same numbers serial or under -n; "
+        "parallelism comes from -n)",
+    )
+    group.addoption(
         "--sk-rerun",
         action="store_true",
         help="ignore cached arm results (references from other stages are run again)",
@@ -101,6 +108,7 @@ def _options(config: pytest.Config) -> StudyOptions:
                 device=config.getoption("sk_device"),
                 seeds=config.getoption("sk_seeds"),
                 rerun=config.getoption("sk_rerun"),
+                threads=config.getoption("sk_threads"),
                 cache_dir=_path_or_none(config.getoption("sk_cache")),
                 **({"session": workerinput["sk_session"]} if "sk_session" in workerinput else {}),
             )

@@ -245,14 +245,33 @@ def run_arm(
     criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
     tags: dict[str, str] | None = None,
+    threads: int | None = None,
 ) -> ArmResult:
     """Train, evaluate and judge ``arm``; write its record to a fresh folder under
     ``out_dir/runs/``.
 
     A run that dies (non-finite loss, out of memory, an exception) still returns a result with
     its verdict and a complete record; Ctrl-C writes the record, then re-raises. ``tags`` (e.g.
-    the stage and session) are stored in ``config.json``.
+    the stage and session) are stored in ``config.json``. ``threads`` sets torch's intra-op CPU
+    threads for this run (restored afterwards): CPU results depend on it in the last bits, so it
+    is recorded, and the pytest plugin fixes it (``--sk-threads``, default 1).
     """
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run_arm(
+                arm,
+                out_dir=out_dir,
+                cache_dir=cache_dir,
+                criteria=criteria,
+                progress=progress,
+                tags=tags,
+            )
+        finally:
+            torch.set_num_threads(previous)
     check_device(arm.device)
     device = torch.device(arm.device)
     data = load_or_build(arm.data, cache_dir if cache_dir is not None else default_cache_dir())

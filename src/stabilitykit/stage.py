@@ -28,6 +28,7 @@ class StudyOptions:
     seeds: int = 1
     rerun: bool = False
     cache_dir: Path | None = None
+    threads: int | None = 1
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
@@ -35,6 +36,8 @@ class StudyOptions:
             raise ValueError(f"--sk-scale: got {self.scale!r}; allowed: one of {SCALES}")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"--sk-threads: got {self.threads!r}; allowed: an int >= 1")
 
     def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
         """``arm`` at this session's scale and device, seed shifted by ``replicate``."""
@@ -78,6 +81,7 @@ def run_in_stage(
         criteria=criteria,
         progress=progress,
         tags={"stage": stage, "session": options.session},
+        threads=options.threads,
     )
 
 

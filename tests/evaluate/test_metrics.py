@@ -111,6 +111,15 @@ def test_frc_of_independent_noise_is_low():
     assert frc50(curve) is not None
 
 
+def test_frc_rings_empty_in_one_image_score_zero_and_in_both_score_one():
+    gt = _amplitude()
+    curve = frc_curve(np.full_like(gt, 2.0), gt)  # a constant has energy at DC only
+    assert curve[0] == pytest.approx(1.0)
+    assert np.all(curve[1:] == 0.0)
+    # zero mean after plane removal: the DC ring is empty in both
+    assert frc_curve(remove_plane(_phase(seed=1)), remove_plane(_phase()))[0] == 1.0
+
+
 def test_frc50_on_a_synthetic_curve():
     assert frc50(np.array([1.0, 0.9, 0.7, 0.5, 0.49, 0.8])) == 4
     assert frc50(np.array([0.3, 0.9])) == 0

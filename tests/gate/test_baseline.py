@@ -17,7 +17,7 @@ from stabilitykit.record.schema import stamp
 GOOD = {"amp_ssim": 0.9, "amp_mae": 0.06, "best_val_loss": 0.02, "train_seconds": 9.0}
 
 
-def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", **values):
+def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", arm=None, **values):
     return ArmRun(
         arm_id=f"{name}-hybrid-b4-seed{seed}",
         arm_name=name,
@@ -27,6 +27,7 @@ def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", *
         scale=scale,
         verdict=verdict,
         values={**GOOD, **values},
+        arm=arm or {},
     )
 
 
@@ -36,7 +37,9 @@ def test_one_seed_entry_holds_values_and_only_gated_metrics():
     assert d["arm_id"] == "control-hybrid-b4" and d["arm_name"] == "control"
     assert d["metrics"]["amp_ssim"] == 0.123457  # 6 significant digits
     assert "train_seconds" not in d["metrics"]  # not a gated metric
-    assert d["seeds"]["1"]["verdict"] == "stable" and d["seeds"]["1"]["arm_hash"] == "ffffffff00000001"
+    assert (
+        d["seeds"]["1"]["verdict"] == "stable" and d["seeds"]["1"]["arm_hash"] == "ffffffff00000001"
+    )
     assert (d["n"], d["failures"], d["verdicts"]) == (1, 0, {"stable": 1})
 
 
@@ -49,7 +52,7 @@ def test_seeds_give_median_and_iqr_over_the_stable_ones():
     assert (entry.n, entry.failures) == (4, 1)  # the interrupted run says nothing
     assert entry.verdicts == {"collapsed": 1, "interrupted": 1, "stable": 3}
     assert entry.reference("amp_ssim", 4) == (0.277, 0.0, "seed 4")
-    assert entry.reference("amp_ssim", 99) == (0.92, 0.02, "median of 3 seeds, IQR 0.02")
+    assert entry.reference("amp_ssim", 99) == (0.92, 0.02, "median of 3 seeds")
 
 
 def test_round_trip_is_deterministic_and_sorted(tmp_path):
@@ -72,8 +75,13 @@ def test_runs_of_another_scale_are_refused():
         baseline_from_runs([run(scale="smoke")], stage="stage_a", scale="ci")
 
 
-def _entry_json():
-    return BaselineEntry.from_runs([run()]).to_json()
+def _entry_json(**changes):
+    return {**BaselineEntry.from_runs([run()]).to_json(), **changes}
+
+
+def _file(entries):
+    payload = {"stage": "stage_a", "scale": "ci", "entries": entries}
+    return json.dumps(stamp(payload, "stabilitykit.baseline"))
 
 
 @pytest.mark.parametrize(
@@ -82,38 +90,30 @@ def _entry_json():
         ("{not json", "not valid JSON"),
         (json.dumps(stamp({"stats": {}})), "schema 'stabilitykit.run' is not"),
         (json.dumps({"entries": {}}), "no 'schema' field"),
+        (json.dumps(stamp({"entries": {}}, "stabilitykit.baseline", 2)), "newer stabilitykit"),
+        (_file([]), "entries: got list"),
+        (_file({"f": _entry_json(seeds={})}), r"entries\.f\.seeds: got dict"),
+        (_file({"f": _entry_json(arm_id=3)}), r"entries\.f\.arm_id: got int"),
         (
-            json.dumps({"schema": "stabilitykit.baseline", "version": 2, "entries": {}}),
-            "newer stabilitykit",
-        ),
-        (
-            json.dumps(stamp({"stage": "s", "scale": "ci", "entries": []}, "stabilitykit.baseline")),
-            "entries: got list",
-        ),
-        (
-            json.dumps(
-                stamp(
-                    {"stage": "s", "scale": "ci", "entries": {"f": {**_entry_json(), "seeds": {}}}},
-                    "stabilitykit.baseline",
-                )
-            ),
-            r"entries\.f\.seeds: got dict",
-        ),
-        (
-            json.dumps(
-                stamp(
-                    {
-                        "stage": "s",
-                        "scale": "ci",
-                        "entries": {"f": {**_entry_json(), "metrics": {"amp_ssim": "high"}}},
-                    },
-                    "stabilitykit.baseline",
-                )
-            ),
+            _file({"f": _entry_json(metrics={"amp_ssim": "high"})}),
             r"entries\.f\.metrics\.amp_ssim: got str",
         ),
+        (
+            _file({"f": _entry_json(metrics={"amp_ssim": {"median": 0.9}})}),
+            r"entries\.f\.metrics\.amp_ssim: .*expected \{median, iqr >= 0, n >= 1\}",
+        ),
     ],
-    ids=["corrupt", "foreign", "unstamped", "future", "entries-list", "no-seeds", "bad-metric"],
+    ids=[
+        "corrupt",
+        "foreign",
+        "unstamped",
+        "future",
+        "entries-list",
+        "no-seeds",
+        "bad-id",
+        "bad-metric",
+        "bad-summary",
+    ],
 )
 def test_bad_files_name_the_file_and_the_fault(tmp_path, content, match):
     path = tmp_path / "stage_a.json"
@@ -128,7 +128,7 @@ def test_bad_verdict_is_named(tmp_path):
     entry = _entry_json()
     entry["seeds"]["1"]["verdict"] = "fine"
     path = tmp_path / "b.json"
-    path.write_text(json.dumps(stamp({"stage": "s", "scale": "ci", "entries": {"f": entry}}, "stabilitykit.baseline")))
+    path.write_text(_file({"f": entry}))
     with pytest.raises(BaselineError, match=r"seeds\.1\.verdict: got 'fine'"):
         read_baseline(path)
 
@@ -167,11 +167,14 @@ def test_update_changes_only_the_given_arms(tmp_path):
 
 def test_update_replaces_the_entry_of_a_changed_arm(tmp_path):
     path = tmp_path / "stage_a.json"
-    update_baseline(path, [run()], "stage_a", "ci")
-    diff = update_baseline(path, [run(family="1" * 16)], "stage_a", "ci")
+    update_baseline(path, [run(arm={"name": "control", "seed": 1, "lr": 0.001})], "stage_a", "ci")
+    assert read_baseline(path).entries["f" * 16].arm == {"lr": 0.001}  # no name, no seed
+    changed = run(family="1" * 16, arm={"name": "control", "seed": 1, "lr": 0.01})
+    diff = update_baseline(path, [changed], "stage_a", "ci")
     change = diff.changes[0]
     assert change.kind == "replaced" and change.old.family_hash == "f" * 16
     assert ("arm hash", "f" * 16, "1" * 16) in change.rows()
+    assert ("arm.lr", "0.001", "0.01") in change.rows()
     assert list(read_baseline(path).entries) == ["1" * 16]
 
 

@@ -21,7 +21,7 @@ GOOD = {
 }
 
 
-def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", **values):
+def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", arm=None, **values):
     return ArmRun(
         arm_id=f"{name}-hybrid-b4-seed{seed}",
         arm_name=name,
@@ -31,6 +31,7 @@ def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", *
         scale=scale,
         verdict=verdict,
         values={**GOOD, **values},
+        arm=arm or {},
     )
 
 
@@ -96,7 +97,9 @@ def test_a_metric_the_run_lost_fails():
 
 
 def test_a_metric_the_baseline_lacks_is_shown_not_gated():
-    rules = DEFAULT_RULES.override(final_val_loss=MetricRule("final_val_loss", "lower", rel_tol=0.1))
+    rules = DEFAULT_RULES.override(
+        final_val_loss=MetricRule("final_val_loss", "lower", rel_tol=0.1)
+    )
     result = gate_arm(run(final_val_loss=0.5), baseline(), rules)
     assert result.passed
     assert ("final_val_loss", "not in baseline") in [(c.name, c.status) for c in result.checks]
@@ -110,13 +113,15 @@ def test_rules_are_overridable_per_benchmark():
 
 
 def test_an_unseen_seed_is_held_against_the_median_widened_by_the_iqr():
-    base = baseline(run(seed=1, amp_ssim=0.88), run(seed=2, amp_ssim=0.9), run(seed=3, amp_ssim=0.92))
+    base = baseline(
+        run(seed=1, amp_ssim=0.88), run(seed=2, amp_ssim=0.9), run(seed=3, amp_ssim=0.92)
+    )
     # median 0.9, IQR 0.02: limit 0.9 - 0.035 - 0.02 = 0.845
     ok = gate_arm(run(seed=9, amp_ssim=0.85), base)
-    assert ok.passed and ok.reference == "3 seed(s)"
+    assert ok.passed and ok.reference.startswith("median of 3 seeds")
     bad = gate_arm(run(seed=9, amp_ssim=0.84), base)
     assert bad.regressions[0].limit == pytest.approx(0.845)
-    assert bad.regressions[0].reference == "median of 3 seeds, IQR 0.02"
+    assert bad.regressions[0].reference == "median of 3 seeds" and bad.regressions[0].spread == 0.02
     # the same value at a known seed is held against that seed
     assert not gate_arm(run(seed=2, amp_ssim=0.85), base).passed
 
@@ -143,6 +148,13 @@ def test_a_changed_arm_is_not_comparable_never_compared():
     assert result.ok() and not result.ok(require_baseline=True)
     entry = baseline().entries["f" * 16]
     assert check_arm(run(family="2" * 16), entry).status is GateStatus.NOT_COMPARABLE
+
+
+def test_not_comparable_says_what_changed():
+    old = run(arm={"name": "control", "lr": 0.001, "data": {"N": 32}, "seed": 1})
+    new = run(family="2" * 16, arm={"name": "control", "lr": 0.01, "data": {"N": 64}, "seed": 2})
+    result = gate_arm(new, baseline(old))
+    assert f"(hash {'f' * 16} -> {'2' * 16}: data.N 32 -> 64; lr 0.001 -> 0.01)" in result.reason
 
 
 def test_another_scale_is_not_comparable():

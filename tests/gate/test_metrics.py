@@ -111,7 +111,9 @@ def test_arm_run_from_a_row_needs_the_family_hash():
 
 
 def _run(arm_hash, source, complete=True):
-    return ArmRun("a-seed1", "a", arm_hash, "f", 1, "ci", "stable", complete=complete, source=source)
+    return ArmRun(
+        "a-seed1", "a", arm_hash, "f", 1, "ci", "stable", complete=complete, source=source
+    )
 
 
 def test_newest_per_arm_prefers_complete_then_newest():

@@ -2,7 +2,6 @@ import pytest
 
 from stabilitykit.judge.criteria import (
     DEFAULT_CRITERIA,
-    Finite,
     GradNormBounded,
     Learns,
     LossBounded,

@@ -5,8 +5,8 @@ import pytest
 from stabilitykit.judge.verdict import Evidence
 from stabilitykit.report.collate import (
     METRIC_COLUMNS,
+    family_hash,
     metrics_row,
-    recipe_hash,
     representative,
     summarise_arms,
     wilson_interval,
@@ -77,12 +77,18 @@ def test_row_of_a_run_with_an_almost_empty_config(tmp_path):
     assert all(row[k] is None for k in METRIC_COLUMNS)
 
 
-def test_recipe_hash_ignores_seeds_and_name_only():
-    arm = {"name": "a", "seed": 1, "fno_blocks": 4, "data": {"N": 64, "seed": 7}, "scale": "ci"}
-    same = {**arm, "name": "b", "seed": 2, "data": {"N": 64, "seed": 8}}
-    assert recipe_hash(arm) == recipe_hash(same)
-    assert recipe_hash(arm) != recipe_hash({**arm, "fno_blocks": 8})
-    assert recipe_hash({}) is None
+def test_family_hash_from_config_or_recomputed_as_the_arm_does():
+    from stabilitykit.arm import Arm
+
+    arm = Arm(name="control", fno_blocks=4, seed=3)
+    config = {"arm": arm.to_dict(), "family_hash": arm.family_hash}
+    assert family_hash(config) == arm.family_hash
+    assert family_hash({"arm": arm.to_dict()}) == arm.family_hash  # older record: recomputed
+    other_seed = arm.replace(seed=4, name="other")
+    assert family_hash({"arm": other_seed.to_dict()}) == arm.family_hash
+    deeper = arm.replace(fno_blocks=8)
+    assert family_hash({"arm": deeper.to_dict()}) != arm.family_hash
+    assert family_hash({}) is None
 
 
 def test_arm_summary_over_seeds(make_run):
@@ -103,7 +109,7 @@ def test_arm_summary_over_seeds(make_run):
     assert arm.to_dict()["failure_ci"] == list(arm.failure_ci)
 
 
-def test_arms_group_by_name_and_recipe_in_order_of_appearance(make_run):
+def test_arms_group_by_name_and_family_in_order_of_appearance(make_run):
     rows = [
         metrics_row(make_run("deep", seed=1, arm={"fno_blocks": 8})),
         metrics_row(make_run("control", seed=2)),

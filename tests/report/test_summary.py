@@ -174,3 +174,17 @@ def test_foreign_newer_or_incomplete_metrics_files_are_rejected_by_name(tmp_path
     with pytest.raises(RecordError, match=message) as info:
         read_stage_metrics(path)
     assert "stage_b_metrics.json" in str(info.value)
+
+
+def test_a_failing_plot_does_not_cost_the_summary(make_run, tmp_path, monkeypatch):
+    from stabilitykit.report import plots
+
+    def broken(records, path):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "plot_losses", broken)
+    records = [make_run("control")]
+    report = write_stage_report(build_stage_report("stage_a", records), tmp_path, records)
+    md = report.files["summary"].read_text()
+    assert "losses" not in report.files and "plots/grad_norms.png" in md
+    assert "plot losses failed: RuntimeError: no fonts" in md

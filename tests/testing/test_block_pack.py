@@ -79,6 +79,18 @@ def test_update_bound_catches_a_missing_layerscale() -> None:
         check_layerscale_update_bound(Ungated(2, 2), x)
 
 
+def test_identity_check_catches_an_activation_not_zero_at_zero() -> None:
+    from stabilitykit.models.blocks import PtychoBlock
+
+    class SigmoidBlock(PtychoBlock):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.sigmoid(self.spectral(x) + self.conv(x))
+
+    x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(AssertionError, match="zero_params_identity"):
+        check_zero_params_identity(SigmoidBlock(2, 2), x)
+
+
 @given(agc_cases())
 def test_agc_unit_obeys_each_limit(case: AgcCase) -> None:
     check_agc_within_limit(_agc, case)

@@ -23,7 +23,7 @@ class Multiplier(nn.Module):
     Args:
         keep_negative_band: False reproduces the original fallback layer (rows ``[:mx]`` only).
         norms: ``torch.fft`` norms of the forward and the inverse transform.
-        extra_modes: retained modes per axis beyond the requested ones (off by one: 1).
+        extra_modes: retained modes per axis beyond the requested ones (off by one: 1 or -1).
         leak: weight of a quadratic term added to the output (a non-linear leak).
         pad: zero padding per side before the transform, cropped after (breaks periodicity).
     """
@@ -63,8 +63,8 @@ class Multiplier(nn.Module):
             "bixy,ioxy->boxy", x_ft[..., :mx, :my], weight[0, ..., :mx, :my]
         )
         if self.keep_negative_band:
-            neg = torch.einsum("bixy,ioxy->boxy", x_ft[..., -mx:, :my], weight[1, ..., :mx, :my])
-            out[..., -mx:, :my] = neg
+            neg = x_ft[..., h - mx :, :my]  # not [-mx:]: that is every row when mx is 0
+            out[..., h - mx :, :my] = torch.einsum("bixy,ioxy->boxy", neg, weight[1, ..., :mx, :my])
         y = torch.fft.irfft2(out, s=(h, w), norm=self.norms[1])
         if self.pad:
             y = y[..., self.pad : self.pad + height, self.pad : self.pad + width]
@@ -93,6 +93,7 @@ BROKEN = {
     "ortho_norm_then_forward_inverse_parseval": ({"norms": ("ortho", "forward")}, "parseval_bound"),
     "modes_off_by_one_band": ({"extra_modes": 1}, "output_band_limited"),
     "modes_off_by_one_high_input": ({"extra_modes": 1}, "high_modes_annihilated"),
+    "modes_one_short": ({"extra_modes": -1}, "both_bands_act"),
     "non_linear_leak": ({"leak": 1e-6}, "linearity"),
     "zero_padding": ({"pad": 2}, "shift_equivariance"),
 }

@@ -190,6 +190,8 @@ def test_clipper_norm_reports_hand_computed_norms():
     assert pre.ndim == 0 and post.ndim == 0
     assert pre.item() == pytest.approx(expected_pre, rel=1e-6)
     assert post.item() == pytest.approx(1.0, rel=1e-5)
+    measured = global_grad_norm([p.grad for p in model.parameters()])
+    assert post.item() == pytest.approx(measured.item(), rel=1e-6)
     for p, g in zip(model.parameters(), before, strict=True):
         torch.testing.assert_close(p.grad, g / (expected_pre + 1e-6))
 

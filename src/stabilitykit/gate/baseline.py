@@ -32,9 +32,11 @@ from stabilitykit.gate.metrics import (
     DEFAULT_RULES,
     ArmRun,
     Rules,
+    arm_changes,
     arm_run,
     as_number,
     as_rules,
+    family_fields,
 )
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
@@ -49,6 +51,10 @@ _VERDICTS = tuple(k.value for k in VerdictKind)
 class BaselineError(ValueError):
     """A baseline file that cannot be used (missing, corrupt, foreign, newer, malformed), or
     runs that cannot go into one; the message names the file."""
+
+
+def _sorted(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _sorted(v) if isinstance(v, Mapping) else v for k, v in sorted(d.items())}
 
 
 def _round(x: float | None) -> float | None:
@@ -83,6 +89,7 @@ class BaselineEntry:
     arm_name: str
     seeds: Mapping[int, SeedResult]
     metrics: Mapping[str, MetricSummary]
+    arm: Mapping[str, Any] = field(default_factory=dict)  # the fields that make the hash
 
     @property
     def decided(self) -> list[SeedResult]:
@@ -110,8 +117,16 @@ class BaselineEntry:
         if summary is None:
             return None
         if summary.n == 1:
-            return summary.median, 0.0, "the one baseline seed"
-        return summary.median, summary.iqr, f"median of {summary.n} seeds, IQR {summary.iqr:.4g}"
+            at = [s.seed for s in self.seeds.values() if s.values.get(metric) == summary.median]
+            return summary.median, 0.0, f"seed {at[0]}" if at else "median of 1 seed"
+        return summary.median, summary.iqr, f"median of {summary.n} seeds"
+
+    @property
+    def description(self) -> str:
+        """What a run of an unknown seed is held against."""
+        if len(self.seeds) == 1:
+            return f"seed {next(iter(self.seeds))}"
+        return f"median of {len(self.seeds)} seeds, limits widened by the IQR"
 
     @classmethod
     def from_runs(cls, runs: Sequence[ArmRun], rules: Rules = DEFAULT_RULES) -> BaselineEntry:
@@ -135,7 +150,8 @@ class BaselineEntry:
                 q25, q50, q75 = np.percentile(np.array(values, dtype=float), [25, 50, 75])
                 metrics[metric] = MetricSummary(_round(q50), _round(q75 - q25), len(values))
         first = runs[0]
-        return cls(first.family_hash, first.family_id, first.arm_name, seeds, metrics)
+        arm = family_fields(first.arm)
+        return cls(first.family_hash, first.family_id, first.arm_name, seeds, metrics, arm)
 
     def to_json(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -151,6 +167,7 @@ class BaselineEntry:
             for seed, r in sorted(self.seeds.items())
         }
         return {
+            **({"arm": _sorted(self.arm)} if self.arm else {}),
             "arm_id": self.arm_id,
             "arm_name": self.arm_name,
             "failures": self.failures,
@@ -272,7 +289,9 @@ def _entry(key: str, d: Any, where: str) -> BaselineEntry:
     for name in ("arm_id", "arm_name"):
         if not isinstance(d.get(name), str):
             raise BaselineError(f"{where}.{name}: got {_kind(d.get(name))}; expected a string")
-    seeds_in, metrics_in = d.get("seeds"), d.get("metrics", {})
+    seeds_in, metrics_in, arm = d.get("seeds"), d.get("metrics", {}), d.get("arm", {})
+    if not isinstance(arm, dict):
+        raise BaselineError(f"{where}.arm: got {_kind(arm)}; expected an object")
     if not isinstance(seeds_in, dict) or not seeds_in:
         raise BaselineError(f"{where}.seeds: got {_kind(seeds_in)}; expected a non-empty object")
     if not isinstance(metrics_in, dict):
@@ -289,7 +308,8 @@ def _entry(key: str, d: Any, where: str) -> BaselineEntry:
         values = _values(s.get("metrics", {}), f"{at}.metrics")
         seeds[int(seed_text)] = SeedResult(int(seed_text), s["arm_hash"], s["verdict"], values)
     metrics = {name: _summary(v, f"{where}.metrics.{name}") for name, v in metrics_in.items()}
-    return BaselineEntry(key, d["arm_id"], d["arm_name"], dict(sorted(seeds.items())), metrics)
+    seeds = dict(sorted(seeds.items()))
+    return BaselineEntry(key, d["arm_id"], d["arm_name"], seeds, metrics, arm)
 
 
 def _values(d: Any, where: str) -> dict[str, float | None]:
@@ -337,6 +357,8 @@ class EntryChange:
         out = []
         if self.old is not None and self.old.family_hash != self.new.family_hash:
             out.append(("arm hash", self.old.family_hash, self.new.family_hash))
+            for name, before, after in arm_changes(self.old.arm, self.new.arm):
+                out.append((f"arm.{name}", repr(before), repr(after)))
         for key in ("verdicts", "failures", "n"):
             if old.get(key) != new[key]:
                 out.append((key, _show(old.get(key)), _show(new[key])))
@@ -359,7 +381,7 @@ def _show(x: Any) -> str:
     if isinstance(x, dict):
         return ", ".join(f"{k} {v}" for k, v in x.items())
     if isinstance(x, list):
-        return ", ".join(map(str, x))
+        return ", ".join(map(str, x)) or "-"
     return str(x)
 
 
@@ -389,7 +411,7 @@ class BaselineDiff:
             if rows and change.kind != "unchanged":
                 table = Table("", "old", "new", box=None, pad_edge=False, padding=(0, 2))
                 for row in rows:
-                    table.add_row(*row)
+                    table.add_row(*map(Text, row))
                 parts.append(table)
         if self.kept:
             parts.append(Text(f"kept as they were: {', '.join(self.kept)}", style="dim"))

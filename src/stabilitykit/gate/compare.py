@@ -18,7 +18,14 @@ from enum import StrEnum
 from typing import Any
 
 from stabilitykit.gate.baseline import STABLE, Baseline, BaselineEntry, render_text
-from stabilitykit.gate.metrics import ArmRun, Rules, arm_run, as_rules
+from stabilitykit.gate.metrics import (
+    ArmRun,
+    Rules,
+    arm_changes,
+    arm_run,
+    as_rules,
+    family_fields,
+)
 from stabilitykit.judge.verdict import SEVERITY, VerdictKind
 
 OK, WORSE, BETTER = "ok", "worse", "better"
@@ -48,6 +55,7 @@ class Check:
     direction: str
     status: str
     reference: str = ""
+    spread: float = 0.0  # the baseline's IQR over seeds, added to the tolerance
 
     @property
     def worse(self) -> bool:
@@ -92,9 +100,10 @@ class GateResult:
     def rich_table(self, box: Any = None) -> Any:
         from rich import box as boxes
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(
-            title=f"{self.arm_id} against {self.reference} of {self.baseline}",
+            title=Text(f"{self.arm_id} vs {self.baseline}: {self.reference}"),
             title_justify="left",
             box=box or boxes.SIMPLE_HEAD,
         )
@@ -102,10 +111,12 @@ class GateResult:
             table.add_column(column, justify="right" if column in ("baseline", "now") else "left")
         for c in self.checks:
             baseline = _fmt(c.baseline)
-            if c.reference and c.reference != self.reference:
+            if c.spread:
+                baseline += f" (IQR {c.spread:.3g})"
+            if c.name != "verdict" and c.reference not in self.reference:
                 baseline += f" ({c.reference})"
             row = (c.name, baseline, _fmt(c.now), _fmt(c.limit), c.direction, c.status)
-            table.add_row(*row, style=_STYLE.get(c.status, ""))
+            table.add_row(*map(Text, row), style=_STYLE.get(c.status, ""))
         return table
 
     def table(self, width: int = 100) -> str:
@@ -146,8 +157,8 @@ def _verdict_check(run: ArmRun, entry: BaselineEntry) -> Check:
         return Check("verdict", seed.verdict, run.verdict, limit, direction, status, reference)
     # A seed the baseline never ran: held against all its seeds. Where some of them failed
     # already, one more failure is a matter for the failure rate.
-    verdicts = ", ".join(f"{k} {v}" for k, v in entry.verdicts.items())
-    reference = f"{entry.n} baseline seed(s)"
+    verdicts = ", ".join(f"{v} {k}" for k, v in entry.verdicts.items())
+    reference = "all seeds"
     if entry.n and entry.failures == 0:
         status = OK if run.verdict == STABLE else WORSE
         return Check("verdict", verdicts, run.verdict, STABLE, direction, status, reference)
@@ -174,7 +185,7 @@ def _metric_checks(run: ArmRun, entry: BaselineEntry, rules: Rules) -> list[Chec
             status = BETTER
         else:
             status = OK
-        checks.append(Check(name, value, now, limit, rule.describe(), status, label))
+        checks.append(Check(name, value, now, limit, rule.describe(), status, label, spread))
     return checks
 
 
@@ -194,6 +205,18 @@ def _reason(checks: Sequence[Check]) -> str:
     return "; ".join(parts)
 
 
+def _changed(entries: Sequence[BaselineEntry], run: ArmRun, label: str) -> str:
+    old = ", ".join(e.family_hash for e in entries)
+    old_arm, new_arm = entries[0].arm, family_fields(run.arm)
+    fields = arm_changes(old_arm, new_arm) if old_arm and new_arm else []
+    what = "; ".join(f"{name} {a!r} -> {b!r}" for name, a, b in fields)
+    return (
+        f"arm changed (hash {old} -> {run.family_hash}{': ' + what if what else ''}); its "
+        f"baseline entry in {label} no longer describes it: accept a new baseline if the change "
+        "is meant"
+    )
+
+
 def check_arm(
     run: Any, entry: BaselineEntry, rules: Rules | None = None, *, baseline: str = ""
 ) -> GateResult:
@@ -202,14 +225,10 @@ def check_arm(
     run, rules = arm_run(run), as_rules(rules)
     common = {"arm_id": run.arm_id, "seed": run.seed, "family_hash": run.family_hash}
     if entry.family_hash != run.family_hash:
-        reason = (
-            f"arm changed (hash {entry.family_hash} -> {run.family_hash}); its baseline entry "
-            f"{entry.arm_id} no longer describes it: accept a new baseline if the change is meant"
-        )
         return GateResult(
             **common,
             status=GateStatus.NOT_COMPARABLE,
-            reason=reason,
+            reason=_changed([entry], run, baseline or "the baseline"),
             entry_hash=entry.family_hash,
             baseline=baseline,
         )
@@ -224,7 +243,7 @@ def check_arm(
         if better:
             reason += f"; better: {', '.join(better)} (accept a new baseline to keep the gain)"
     seed_known = run.seed is not None and run.seed in entry.seeds
-    reference = f"seed {run.seed}" if seed_known else f"{entry.n} seed(s)"
+    reference = f"seed {run.seed}" if seed_known else entry.description
     return GateResult(
         **common,
         status=status,
@@ -250,15 +269,10 @@ def gate_arm(run: Any, baseline: Baseline, rules: Rules | None = None) -> GateRe
         return check_arm(run, entry, rules, baseline=label)
     changed = baseline.same_arm(run)
     if changed:
-        old = ", ".join(e.family_hash for e in changed)
-        reason = (
-            f"arm changed (hash {old} -> {run.family_hash}); its baseline entry in {label} no "
-            "longer describes it: accept a new baseline if the change is meant"
-        )
         return GateResult(
             **common,
             status=GateStatus.NOT_COMPARABLE,
-            reason=reason,
+            reason=_changed(changed, run, label),
             entry_hash=changed[0].family_hash,
             baseline=label,
         )
@@ -370,7 +384,8 @@ class GateReport:
         for r in self.results:
             status_style = style.get(r.status, "yellow")
             row = (r.arm_id, _fmt(r.seed), r.status.value, r.reason)
-            table.add_row(*row, style=status_style if r.status is not GateStatus.PASSED else "")
+            row_style = status_style if r.status is not GateStatus.PASSED else ""
+            table.add_row(*map(Text, row), style=row_style)
         parts.append(table)
         for r in self.results:
             if r.regressions or r.improvements:
@@ -379,7 +394,7 @@ class GateReport:
             rates = Table("arm", "failure rate", title="failure rate over seeds", box=None)
             for rate in self.rates:
                 rate_style = "" if rate.check.passed else "bold red"
-                rates.add_row(rate.arm_id, rate.check.message, style=rate_style)
+                rates.add_row(Text(rate.arm_id), Text(rate.check.message), style=rate_style)
             parts.append(rates)
         if self.unused:
             names = ", ".join(f"{e.arm_id} [{e.family_hash}]" for e in self.unused)

@@ -188,6 +188,7 @@ class ArmRun:
     stage: str | None = None
     complete: bool = True
     source: str = ""
+    arm: Mapping[str, Any] = field(default_factory=dict)  # the arm's fields, where recorded
 
     @property
     def family_id(self) -> str:
@@ -273,10 +274,11 @@ def _from_record(record: RunRecord) -> ArmRun:
         stage=tags.get("stage"),
         complete=record.complete,
         source=str(record.path),
+        arm=arm,
     )
 
 
-_ROW_IDENTITY = frozenset({"arm_id", "arm_name", "arm_hash", "family_hash", "seed", "scale"})
+_ROW_IDENTITY = frozenset({"arm_id", "arm_name", "arm_hash", "family_hash", "seed", "scale", "arm"})
 
 
 def _from_row(row: Mapping[str, Any]) -> ArmRun:
@@ -297,7 +299,30 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         stage=row.get("stage"),
         complete=bool(row.get("complete", True)),
         source=str(row.get("run", "")),
+        arm=row["arm"] if isinstance(row.get("arm"), dict) else {},
     )
+
+
+NOT_FAMILY = frozenset({"name", "scale", "seed"})  # arm fields outside the family hash
+
+
+def family_fields(arm: Mapping[str, Any]) -> dict[str, Any]:
+    """The arm's fields that make its family hash (all but name, scale and seed)."""
+    return {k: v for k, v in arm.items() if k not in NOT_FAMILY}
+
+
+def arm_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """``(field, old, new)`` for each arm field that differs (nested ones as ``data.N``)."""
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += arm_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
 
 
 def newest_per_arm(runs: Iterable[ArmRun]) -> list[ArmRun]:

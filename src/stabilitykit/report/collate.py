@@ -67,8 +67,8 @@ _METRICS_KEYS = frozenset(
     {"amp_ssim", "phase_ssim", "amp_mae", "phase_mae", "amp_psnr", "amp_frc50"}
     | {"amp_ssim_floor", "pred_amp_std", "gt_amp_std"}
 )
-# What a seed sweep varies: left out of the recipe hash that groups seeds into one arm.
-_NOT_RECIPE = frozenset({"name", "scale", "seed"})
+# Left out of the family hash (as in ``Arm.family_hash``): equal for the seeds of one arm.
+_NOT_FAMILY = frozenset({"name", "scale", "seed"})
 
 
 def finite(x: Any) -> float | int | None:
@@ -86,15 +86,16 @@ def finite(x: Any) -> float | int | None:
     return float(x) if math.isfinite(x) else None
 
 
-def recipe_hash(arm: dict[str, Any]) -> str | None:
-    """16 hex digits over the arm's fields except its name, scale and seeds (the training seed
-    and the data seed): equal for the seeds of one sweep."""
-    if not arm:
+def family_hash(config: dict[str, Any]) -> str | None:
+    """The run's ``family_hash`` (the arm hash without the seed); for a record written before
+    configs carried it, recomputed from the arm dict as ``Arm.family_hash`` does."""
+    if config.get("family_hash"):
+        return str(config["family_hash"])
+    arm = config.get("arm")
+    if not isinstance(arm, dict) or not arm:
         return None
-    recipe = {k: v for k, v in arm.items() if k not in _NOT_RECIPE}
-    if isinstance(recipe.get("data"), dict):
-        recipe["data"] = {k: v for k, v in recipe["data"].items() if k != "seed"}
-    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
+    family = {k: v for k, v in arm.items() if k not in _NOT_FAMILY}
+    canonical = json.dumps(family, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -125,9 +126,10 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         "arm_id": config.get("arm_id", record.path.name),
         "arm_name": arm.get("name", config.get("arm_id", record.path.name)),
         "arm_hash": config.get("arm_hash"),
-        "recipe_hash": recipe_hash(arm),
+        "family_hash": family_hash(config),
         "seed": finite(seed),
         "scale": config.get("scale", arm.get("scale")),
+        "stage": (config.get("tags") or {}).get("stage"),
         "data_hash": config.get("data_hash"),
         "run": record.path.name,
         "verdict": record.verdict.kind.value,
@@ -168,8 +170,8 @@ def wilson_interval(failures: int, n: int, z: float = 1.96) -> tuple[float, floa
 class ArmSummary:
     """One arm over its seeds.
 
-    Runs group by ``(arm_name, recipe_hash)``: the arm's name and a hash of its fields except
-    the seeds, so the seeds of a sweep are one arm while two recipes sharing a name stay apart.
+    Runs group by ``(arm_name, family_hash)``: the arm's name and its hash without the seed, so
+    the seeds of a sweep are one arm while two recipes sharing a name stay apart.
     ``n`` counts runs with a verdict on the arm (an ``interrupted`` run was stopped from
     outside and says nothing about it); ``failures`` are those of ``n`` not ``stable``
     (``out_of_memory`` and ``error`` included). ``median`` and ``iqr`` (p75 - p25) are over the
@@ -177,7 +179,7 @@ class ArmSummary:
     """
 
     arm_name: str
-    recipe_hash: str | None
+    family_hash: str | None
     seeds: tuple[int | None, ...]
     runs: tuple[str, ...]
     n: int
@@ -199,7 +201,7 @@ class ArmSummary:
 
 
 def arm_key(row: dict[str, Any]) -> tuple[str, str | None]:
-    return row["arm_name"], row.get("recipe_hash")
+    return row["arm_name"], row.get("family_hash")
 
 
 def group_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None], list[dict]]:
@@ -229,7 +231,7 @@ def medians(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, A
 def summarise_arms(rows: Sequence[dict[str, Any]]) -> list[ArmSummary]:
     """One :class:`ArmSummary` per arm in ``rows`` (rows from :func:`metrics_row`)."""
     out = []
-    for (name, recipe), members in group_rows(rows).items():
+    for (name, family), members in group_rows(rows).items():
         decided = [r for r in members if r["verdict"] != VerdictKind.INTERRUPTED.value]
         stable = [r for r in decided if r["verdict"] == VerdictKind.STABLE.value]
         n, failures = len(decided), len(decided) - len(stable)
@@ -240,7 +242,7 @@ def summarise_arms(rows: Sequence[dict[str, Any]]) -> list[ArmSummary]:
         out.append(
             ArmSummary(
                 arm_name=name,
-                recipe_hash=recipe,
+                family_hash=family,
                 seeds=tuple(r["seed"] for r in members),
                 runs=tuple(r["run"] for r in members),
                 n=n,
@@ -257,7 +259,7 @@ def summarise_arms(rows: Sequence[dict[str, Any]]) -> list[ArmSummary]:
 
 def arm_rows(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of ``arm``'s runs, in its order."""
-    by_run = {r["run"]: r for r in rows if arm_key(r) == (arm.arm_name, arm.recipe_hash)}
+    by_run = {r["run"]: r for r in rows if arm_key(r) == (arm.arm_name, arm.family_hash)}
     return [by_run[run] for run in arm.runs if run in by_run]
 
 

@@ -128,6 +128,8 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
 
 
 def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
+    """One sentence on ``arm``: its recipe, each failure kind with its seeds, evidence and
+    numbers, the stable seeds' medians, and the failure rate when it has several seeds."""
     members = arm_rows(arm, rows)
     head = f"`{arm.arm_name}` ({recipe_text(members[0])})"
     total = len(members)
@@ -162,7 +164,7 @@ def _delta(value: Any, ref: Any, relative: bool = False) -> str:
     if value is None or ref is None:
         return ""
     diff = value - ref
-    if relative and ref and value / ref > 10:
+    if relative and ref > 0 and value / ref > 10:
         return f" (×{fmt(value / ref, 3)})"
     if relative and ref:
         return f" ({diff / abs(ref):+.0%})"
@@ -181,6 +183,8 @@ COMPARED: tuple[tuple[str, str, bool], ...] = (
 def comparison(
     stage: str, ref: Mapping[str, Any], arm: ArmSummary, rows: Sequence[dict[str, Any]]
 ) -> str:
+    """``arm`` against a reference row, metric by metric with deltas (relative for losses and
+    grad norms, absolute for SSIM); flags a different data hash or scale."""
     values = representative(arm, rows)
     parts = [
         f"{label} {fmt(values[key])} vs {fmt(ref[key])}{_delta(values[key], ref[key], rel)}"
@@ -203,6 +207,7 @@ def comparison(
 
 
 def headline(title: str, arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> str:
+    """Did instability emerge: which arms, which verdicts in how many runs."""
     if not rows:
         return f"{title}: no run of this stage was recorded."
     unstable = [a for a in arms if any(k in INSTABILITY for k in a.verdicts)]

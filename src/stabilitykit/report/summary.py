@@ -138,15 +138,22 @@ def write_stage_report(
         stamp(stage_metrics(report), STAGE_METRICS_SCHEMA, STAGE_METRICS_VERSION),
     )
     files["metrics"] = metrics_path
-    every, one_per_arm = plot_labels(report, records, references or {})
-    files["losses"] = plots.plot_losses(every, out / "plots" / "losses.png")
-    files["grad_norms"] = plots.plot_grad_norms(every, out / "plots" / "grad_norms.png")
-    files["reconstructions"] = plots.plot_reconstructions(
-        one_per_arm, out / "plots" / "reconstructions.png"
-    )
-    report = dataclasses.replace(report, files=files)
+    every, picked = plot_labels(report, records, references or {})
+    notes = list(report.notes)
+    for key, plot, chosen in (
+        ("losses", plots.plot_losses, every),
+        ("grad_norms", plots.plot_grad_norms, every),
+        ("reconstructions", plots.plot_reconstructions, picked),
+    ):
+        try:
+            files[key] = plot(chosen, out / "plots" / f"{key}.png")
+        except Exception as exc:  # a plot must not cost the summary
+            notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
+    report = dataclasses.replace(report, files=files, notes=tuple(notes))
     summary_path = out / "summary.md"
-    summary_path.write_text(render_markdown(report, records, out))
+    tmp = out / ".summary.md.tmp"
+    tmp.write_text(render_markdown(report, records, out))
+    os.replace(tmp, summary_path)
     files["summary"] = summary_path
     return report
 
@@ -158,7 +165,7 @@ def plot_labels(
     one; references first, under their labels."""
     by_run = {r.path.name: r for r in records}
     every: dict[str, RunRecord] = dict(references)
-    one_per_arm: dict[str, RunRecord] = dict(references)
+    picked: dict[str, RunRecord] = dict(references)
     for arm in report.arms:
         members = arm_rows(arm, report.rows)
         for row in members:
@@ -171,10 +178,10 @@ def plot_labels(
         for pick in (stable[:1] + failed[:1])[: 1 if len(members) == 1 else 2]:
             label = arm.arm_name if len(members) == 1 else f"{arm.arm_name} seed {pick['seed']}"
             label += "" if pick["verdict"] == STABLE else f" ({pick['verdict']})"
-            while label in one_per_arm:
+            while label in picked:
                 label += "'"
-            one_per_arm[label] = by_run[pick["run"]]
-    return every, one_per_arm
+            picked[label] = by_run[pick["run"]]
+    return every, picked
 
 
 # --- markdown ----------------------------------------------------------------------------------

@@ -36,9 +36,12 @@ def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
     grads = list(grads)
     if not grads:
         return torch.zeros(())
-    device = grads[0].device
-    norms = torch._foreach_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+    return _l2(torch._foreach_norm(grads))
+
+
+def global_norm_clip_factor(total_norm: Tensor, max_norm: float) -> Tensor:
+    """``min(1, max_norm / (total_norm + 1e-6))``: ``torch.nn.utils.clip_grad_norm_``'s factor."""
+    return torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
 
 
 def clip_by_global_norm(
@@ -46,7 +49,7 @@ def clip_by_global_norm(
 ) -> None:
     """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``.
 
-    Same rule as ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, max_norm / (total + 1e-6))``.
+    Same rule as ``torch.nn.utils.clip_grad_norm_`` (:func:`global_norm_clip_factor`).
     ``total_norm`` is the already computed :func:`global_grad_norm` of ``grads``, if at hand.
     """
     _check_positive("clip_by_global_norm", "max_norm", max_norm)
@@ -54,8 +57,7 @@ def clip_by_global_norm(
     if not grads:
         return
     total = global_grad_norm(grads) if total_norm is None else total_norm
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef.to(grads[0].device))
+    torch._foreach_mul_(grads, global_norm_clip_factor(total, max_norm).to(grads[0].device))
 
 
 def clip_by_value(grads: Sequence[Tensor], clip_value: float) -> None:
@@ -97,6 +99,11 @@ def agc_tensor(grad: Tensor, param: Tensor, clipping: float = 0.01, eps: float =
     return grad * scale
 
 
+def is_single_unit(x: Tensor) -> bool:
+    """Scalars and vectors, singleton dims aside, are one unit (Brock et al.'s NFNets code)."""
+    return sum(size > 1 for size in x.shape) <= 1
+
+
 def unitwise_norm(x: Tensor, unit_dim: int = 0) -> Tensor:
     """L2 norm of each output unit of ``x``, shaped to broadcast against ``x`` (Brock et al. 2021).
 
@@ -112,7 +119,7 @@ def unitwise_norm(x: Tensor, unit_dim: int = 0) -> Tensor:
       runs over re/im, both bands, all inputs and all modes: the Frobenius norm of that
       channel's complex multipliers.
     """
-    if x.ndim == 0 or sum(size > 1 for size in x.shape) <= 1:
+    if is_single_unit(x):
         return torch.linalg.vector_norm(x).reshape((1,) * x.ndim)
     if not -x.ndim <= unit_dim < x.ndim:
         raise ValueError(
@@ -250,33 +257,50 @@ class Clipper:
         """Clip ``model``'s gradients in place; return ``(grad_norm_preclip, grad_norm_postclip)``.
 
         Both are global L2 norms over all gradients (skipped final layer included), 0-d tensors
-        on the gradients' device. With ``none`` the same tensor is returned twice.
+        on the gradients' device. ``none`` returns the same tensor twice; ``norm`` and ``agc``
+        derive the post-clip norm from the norms and factors they computed (equal up to
+        rounding, one pass over the gradients fewer); ``value`` and ``agc_unit`` measure it.
         """
         with torch.no_grad():
             params = [p for p in model.parameters() if p.grad is not None]
             grads = [p.grad for p in params]
+            if not grads:
+                return torch.zeros(()), torch.zeros(())
+            if self.algorithm == "agc":
+                norms = torch._foreach_norm(grads)
+                scales = agc_scales(norms, torch._foreach_norm(params), self.value, self.eps)
+                _foreach_scale_(grads, scales)
+                return _l2(norms), _l2(torch._foreach_mul(norms, scales))
             pre = global_grad_norm(grads)
-            if self.algorithm == "none" or not grads:
+            if self.algorithm == "none":
                 return pre, pre
             if self.algorithm == "norm":
-                clip_by_global_norm(grads, self.value, total_norm=pre)
-            elif self.algorithm == "value":
+                factor = global_norm_clip_factor(pre, self.value)
+                torch._foreach_mul_(grads, factor)
+                return pre, pre * factor
+            if self.algorithm == "value":
                 clip_by_value(grads, self.value)
-            elif self.algorithm == "agc":
-                scales = agc_scales(
-                    torch._foreach_norm(grads), torch._foreach_norm(params), self.value, self.eps
-                )
-                _foreach_scale_(grads, scales)
             else:
-                units = self.unit_targets(model)
-                scales = agc_scales(
-                    [unitwise_norm(p.grad, dim) for p, dim in units],
-                    [unitwise_norm(p, dim) for p, dim in units],
-                    self.value,
-                    self.eps,
-                )
-                _foreach_scale_([p.grad for p, _ in units], scales)
+                self._clip_units(model)
             return pre, global_grad_norm(grads)
+
+    def _clip_units(self, model: nn.Module) -> None:
+        """``agc_unit`` in place; single-unit tensors (biases, gains) in one fused batch."""
+        targets = self.unit_targets(model)
+        whole = [p for p, _ in targets if is_single_unit(p)]
+        units = [(p, dim) for p, dim in targets if not is_single_unit(p)]
+        if whole:
+            grads = [p.grad for p in whole]
+            norms = torch._foreach_norm(grads), torch._foreach_norm(whole)
+            _foreach_scale_(grads, agc_scales(*norms, self.value, self.eps))
+        if units:
+            scales = agc_scales(
+                [unitwise_norm(p.grad, dim) for p, dim in units],
+                [unitwise_norm(p, dim) for p, dim in units],
+                self.value,
+                self.eps,
+            )
+            _foreach_scale_([p.grad for p, _ in units], scales)
 
     def unit_targets(self, model: nn.Module) -> list[tuple[nn.Parameter, int]]:
         """``agc_unit``'s targets: each parameter with a gradient and its output-unit dim
@@ -310,6 +334,14 @@ def _belongs(param_name: str, module_name: str) -> bool:
     if not module_name:
         return "." not in param_name
     return param_name == module_name or param_name.startswith(module_name + ".")
+
+
+def _l2(norms: Sequence[Tensor]) -> Tensor:
+    """L2 norm of a list of 0-d norms, on the first one's device."""
+    device = norms[0].device
+    if any(n.device != device for n in norms):
+        norms = [n.to(device) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(list(norms)))
 
 
 def _foreach_scale_(tensors: list[Tensor], scales: Iterable[Tensor]) -> None:

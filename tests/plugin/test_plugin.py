@@ -1,0 +1,166 @@
+"""The pytest plugin, exercised with pytester at smoke scale."""
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HEADER = """
+import pytest
+from stabilitykit.judge.criteria import Finite, GradNormBounded
+from stabilitykit.study import CONTROL
+
+LENIENT = (Finite(),)
+"""
+
+
+@pytest.fixture
+def cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "plugin-data-cache"
+
+
+def run(pytester, cache, *args):
+    """A real pytest process: torch's extension modules cannot be reloaded in-process."""
+    argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider", *args]
+    return pytester.runpytest_subprocess(*argv)
+
+
+def test_options_are_in_the_help(pytester):
+    result = pytester.runpytest_subprocess("--help")
+    for option in ("--sk-scale", "--sk-out", "--sk-device", "--sk-seeds", "--sk-rerun",
+                   "--sk-shard", "--sk-baseline", "--sk-require-baseline", "--sk-accept"):
+        result.stdout.fnmatch_lines([f"*{option}*"])
+
+
+def test_markers_are_registered_for_strict_markers(pytester):
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(["*stability:*", "*stage_a:*", "*stage_b:*"])
+
+
+def test_bad_option_value_is_a_usage_error(pytester, cache):
+    pytester.makepyfile(HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
+                        "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n")
+    result = run(pytester, cache, "--sk-seeds", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--sk-seeds: got 0; allowed: an int >= 1*"])
+
+
+def test_a_stage_runs_records_and_reports(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)],
+                         ids=lambda a: a.name)
+def test_stage(arm, run_arm, sk_options):
+    result = run_arm(arm, criteria=LENIENT)
+    assert result.arm.scale == "smoke" and sk_options.scale == "smoke"
+    assert result.run_dir.parent.parent.name == "stage_a"
+"""
+    )
+    result = run(pytester, cache, "--strict-markers")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*Stage A*", "*control*", "*agc*"])
+    stage = pytester.path / "reports" / "stage_a"
+    metrics = json.loads((stage / "stage_a_metrics.json").read_text())
+    assert sorted(r["arm_name"] for r in metrics["rows"]) == ["agc", "control"]
+    assert (stage / "summary.md").exists()
+    assert {p.name for p in (stage / "plots").iterdir()} >= {"losses.png", "grad_norms.png"}
+
+
+def test_a_failing_criterion_shows_its_reason(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+@pytest.mark.stability
+@pytest.mark.stage_b
+def test_tight(run_arm):
+    run_arm(CONTROL, criteria=(GradNormBounded(limit=1e-6),))
+"""
+    )
+    result = run(pytester, cache)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*control-hybrid-b4-seed20260128: spiking:*", "*grad_norm_bounded] pre-clip grad norm*",
+         "*record: *stage_b*runs*"]
+    )
+
+
+def test_missing_stage_marker_is_explained(pytester, cache):
+    pytester.makepyfile(HEADER + "\ndef test_x(run_arm):\n    run_arm(CONTROL)\n")
+    result = run(pytester, cache)
+    result.stdout.fnmatch_lines(["*needs a stage marker*"])
+
+
+def test_seeds_replicate_each_arm(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+@pytest.mark.stability
+@pytest.mark.stage_a
+def test_seeded(run_arm, sk_replicate):
+    assert run_arm(CONTROL, criteria=LENIENT).arm.seed == CONTROL.seed + sk_replicate
+"""
+    )
+    result = run(pytester, cache, "--sk-seeds", "2", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_seeded?r0?*PASSED*", "*test_seeded?r1?*PASSED*"])
+    rows = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())["rows"]
+    assert sorted(r["seed"] for r in rows) == [CONTROL_SEED, CONTROL_SEED + 1]
+
+
+CONTROL_SEED = 20260128
+
+
+def test_shards_split_the_benchmarks(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("i", range(5))
+def test_many(i):
+    pass
+
+def test_plain():
+    pass
+"""
+    )
+    first = run(pytester, cache, "--sk-shard", "1/2")
+    second = run(pytester, cache, "--sk-shard", "2/2")
+    first.assert_outcomes(passed=4)  # 3 stability + the plain test
+    second.assert_outcomes(passed=3)
+    assert run(pytester, cache, "--sk-shard", "3/2").ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_xdist_gives_one_summary_and_keeps_a_crashed_run(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+import os
+import stabilitykit.run as run_module
+
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("name", ["one", "two", "crash"])
+def test_arm(name, run_arm, monkeypatch):
+    if name == "crash":
+        mae = run_module.get_loss("mae")
+        calls = []
+        def dying(pred, x):
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(1)  # the worker dies mid-run, leaving a half-written record
+            return mae(pred, x)
+        monkeypatch.setattr(run_module, "get_loss", lambda name: dying)
+    run_arm(CONTROL.replace(name=name), criteria=LENIENT)
+"""
+    )
+    result = run(pytester, cache, "-n", "2")
+    result.assert_outcomes(passed=2, failed=1)
+    assert result.stdout.str().count("stabilitykit stage summary") == 1
+    metrics = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())
+    verdicts = {r["arm_name"]: r["verdict"] for r in metrics["rows"]}
+    assert verdicts == {"one": "stable", "two": "stable", "crash": "interrupted"}
