@@ -47,12 +47,15 @@ def base(tmp_path):
 
 
 def test_compare_unchanged_runs_exits_0(tmp_path, base, capsys):
+    deep = CONTROL.replace(name="deep_control", fno_blocks=8)
+    write_run(base, deep, stage="stage_b")  # folders of several stages compare too
     head = tmp_path / "head"
     write_run(head)
     write_run(head, AGC)
+    write_run(head, deep, stage="stage_b")
     assert main(["compare", str(base), str(head)]) == 0
     out = capsys.readouterr().out
-    assert "gate passed" in out and "2 passed" in out
+    assert "gate passed" in out and "3 passed" in out
 
 
 def test_compare_a_regression_exits_1_with_the_diff(tmp_path, base, capsys):

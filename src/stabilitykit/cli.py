@@ -40,7 +40,6 @@ from stabilitykit.gate.metrics import ArmRun, arm_run, newest_per_arm
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
-STAGE_METRICS_SCHEMA = "stabilitykit.stage_metrics"
 
 
 class InputError(ValueError):
@@ -98,6 +97,8 @@ def read_side(path: Path) -> Baseline | list[ArmRun]:
         return read_runs(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file or folder")
+    from stabilitykit.report.summary import STAGE_METRICS_SCHEMA
+
     schema = schema_of(path)
     if schema == BASELINE_SCHEMA:
         return read_baseline(path)
@@ -125,7 +126,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         raise InputError(f"{args.head}: HEAD must hold runs (a record folder or metrics file)")
     if not isinstance(base, Baseline):
         scale = _only({r.scale for r in base}, "scale", Path(args.base))
-        stage = _only({r.stage for r in base}, "stage", Path(args.base))
+        stages = {r.stage for r in base} - {None}
+        stage = stages.pop() if len(stages) == 1 else None  # a label only: hashes match arms
         base = baseline_from_runs(base, stage=stage, scale=scale, path=Path(args.base))
     report = gate_runs(head, base)
     console.print(report.rich(args.require_baseline))

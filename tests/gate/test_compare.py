@@ -140,10 +140,12 @@ def test_missing_entry():
     assert result.ok() and not result.ok(require_baseline=True)
 
 
-def test_a_changed_arm_is_not_comparable_never_compared():
+def test_a_changed_arm_is_not_comparable_and_says_so():
     result = gate_arm(run(family="2" * 16, amp_ssim=0.1), baseline())
-    assert result.status is GateStatus.NOT_COMPARABLE and not result.checks
+    assert result.status is GateStatus.NOT_COMPARABLE and not result.passed
     assert f"arm changed (hash {'f' * 16} -> {'2' * 16})" in result.reason
+    assert "for information, against the old entry: worse amp_ssim" in result.reason
+    assert "(for information only)" in result.table()
     assert result.entry_hash == "f" * 16
     assert result.ok() and not result.ok(require_baseline=True)
     entry = baseline().entries["f" * 16]

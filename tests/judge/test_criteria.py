@@ -9,6 +9,7 @@ from stabilitykit.judge.criteria import (
     NoWorseThan,
     Observation,
     judge,
+    with_criteria,
 )
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 
@@ -112,3 +113,13 @@ def test_verdict_round_trip_and_explain():
     assert "step 3" in verdict.explain() and "spiking" in verdict.explain()
     with pytest.raises(ValueError):
         Verdict.from_dict({"kind": "wobbly", "evidence": []})
+
+
+def test_with_criteria_replaces_by_name_or_appends():
+    tight = GradNormBounded(limit=1.0)
+    criteria = with_criteria(DEFAULT_CRITERIA, tight)
+    assert len(criteria) == len(DEFAULT_CRITERIA) and tight in criteria
+    assert GradNormBounded() not in criteria
+    ref = NoWorseThan({"best_val_loss": 1.0})
+    assert with_criteria(DEFAULT_CRITERIA, ref)[-1] is ref
+    assert judge(obs(), criteria).kind is VerdictKind.SPIKING

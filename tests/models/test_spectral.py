@@ -32,6 +32,7 @@ def test_shapes_and_dtype():
     assert y.dtype == torch.float32
     assert layer.spectral_weights().shape == (2, 3, 5, 4, 3)
     assert layer.spectral_weights().dtype == torch.complex64
+    assert layer.spectral_weights()._base is layer.weight  # a view: writes reach the layer
     assert layer.implementation == IMPLEMENTATION
 
 
@@ -66,7 +67,7 @@ def test_negative_kx_band_acts():
     torch.manual_seed(0)
     layer = SpectralConv2d(1, 1, 4)
     with torch.no_grad():
-        layer.weight[:, 0] = 0  # keep only the negative-kx band
+        layer.weight[0] = 0  # keep only the negative-kx band
     assert layer(x).abs().max() > 1e-3
     # ... which must not act on the mirrored positive-kx wave.
     assert layer(plane_wave(h, w, kx=2, ky=3)).abs().max() < 1e-6
@@ -76,7 +77,7 @@ def test_positive_kx_band_acts():
     torch.manual_seed(0)
     layer = SpectralConv2d(1, 1, 4)
     with torch.no_grad():
-        layer.weight[:, 1] = 0
+        layer.weight[1] = 0
     assert layer(plane_wave(16, 16, kx=2, ky=3)).abs().max() > 1e-3
     assert layer(plane_wave(16, 16, kx=-2, ky=3)).abs().max() < 1e-6
 
@@ -87,11 +88,21 @@ def test_modes_above_the_retained_ones_are_dropped():
     assert layer(plane_wave(16, 16, kx=1, ky=4)).abs().max() < 1e-6
 
 
+def test_declared_output_unit_axis_indexes_output_channels():
+    layer = SpectralConv2d(3, 5, 4, 2)
+    axis = layer.output_unit_dims["weight"]
+    assert layer.weight.shape[axis] == 5
+    with torch.no_grad():
+        layer.weight.select(axis, 1).zero_()
+    assert torch.all(layer.spectral_weights()[:, :, 1] == 0)
+    assert torch.all(layer.spectral_weights()[:, :, [0, 2, 3, 4]] != 0)
+
+
 def test_both_bands_receive_gradient():
     layer = SpectralConv2d(2, 2, 3)
     layer(torch.randn(2, 2, 12, 12)).square().sum().backward()
-    assert layer.weight.grad[:, 0].abs().sum() > 0
-    assert layer.weight.grad[:, 1].abs().sum() > 0
+    assert layer.weight.grad[0].abs().sum() > 0
+    assert layer.weight.grad[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize(

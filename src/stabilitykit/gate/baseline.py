@@ -5,15 +5,17 @@ Layout (``<root>/<scale>/<stage>.json``, keys sorted, numbers to 6 significant d
     {"schema": "stabilitykit.baseline", "version": 1, "stage": "stage_a", "scale": "ci",
      "entries": {
        "<family_hash>": {                      # the arm's hash without its seed
+         "arm": {"lr": 0.001, ...},            # the fields that make that hash
          "arm_id": "control-hybrid-b4",        # for people: the arm id without its seed
          "arm_name": "control",
-         "n": 3, "failures": 1, "verdicts": {"collapsed": 1, "stable": 2},
          "metrics": {"amp_ssim": {"iqr": 0.004, "median": 0.91, "n": 2}, ...},  # one seed: a value
-         "seeds": {"1": {"arm_hash": "...", "verdict": "stable", "metrics": {"amp_ssim": 0.91}}}
+         "seeds": {"7": {"arm_hash": "...", "verdict": "stable", "metrics": {"amp_ssim": 0.91}}},
+         "n": 3, "failures": 1, "verdicts": {"collapsed": 1, "stable": 2}
        }}}
 
-``metrics`` summarises the stable seeds (all seeds when none was stable); ``n`` and ``failures``
-leave out interrupted runs, which say nothing about the arm.
+``metrics`` summarises the stable seeds (all seeds when none was stable). ``n``, ``failures``
+and ``verdicts`` are written for readers and derived from ``seeds`` when read; ``n`` and
+``failures`` leave out interrupted runs, which say nothing about the arm.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ seeds with the limit widened by the IQR. A verdict that worsens (stable to anyth
 fails. Over seeds, the failure rate fails when it exceeds the baseline's 95 % Wilson upper bound.
 
 An arm without an entry is ``missing``; an arm whose id has an entry under another hash is ``not
-comparable`` (it changed): neither is compared, and the caller decides whether they fail
-(``GateResult.ok(require_baseline=...)``).
+comparable`` (it changed; the numbers against the old entry are shown for information only). The
+caller decides whether either fails (``GateResult.ok(require_baseline=...)``).
 """
 
 from __future__ import annotations
@@ -97,13 +97,18 @@ class GateResult:
     def summary(self) -> str:
         return f"{self.arm_id}: {self.status.value}: {self.reason}"
 
-    def rich_table(self, box: Any = None) -> Any:
+    @property
+    def title(self) -> str:
+        return f"{self.arm_id} vs {self.baseline}: {self.reference}"
+
+    def rich_table(self, box: Any = None, title: bool = True) -> Any:
+        """The diff table (rich): metric, baseline, now, limit, direction, status."""
         from rich import box as boxes
         from rich.table import Table
         from rich.text import Text
 
         table = Table(
-            title=Text(f"{self.arm_id} vs {self.baseline}: {self.reference}"),
+            title=Text(self.title) if title else None,
             title_justify="left",
             box=box or boxes.SIMPLE_HEAD,
         )
@@ -120,10 +125,12 @@ class GateResult:
         return table
 
     def table(self, width: int = 100) -> str:
-        """The diff table as plain text (metric, baseline, now, limit, direction, status)."""
+        """The diff table as plain text, under its title line; empty without checks."""
         from rich import box
 
-        return render_text(self.rich_table(box.ASCII), width) if self.checks else ""
+        if not self.checks:
+            return ""
+        return f"{self.title}\n" + render_text(self.rich_table(box.ASCII, title=False), width)
 
     def render(self, width: int = 100) -> str:
         """Summary line and diff table, as plain text: for a pytest failure message."""
@@ -205,15 +212,14 @@ def _reason(checks: Sequence[Check]) -> str:
     return "; ".join(parts)
 
 
-def _changed(entries: Sequence[BaselineEntry], run: ArmRun, label: str) -> str:
-    old = ", ".join(e.family_hash for e in entries)
-    old_arm, new_arm = entries[0].arm, family_fields(run.arm)
-    fields = arm_changes(old_arm, new_arm) if old_arm and new_arm else []
+def _changed(entry: BaselineEntry, run: ArmRun, label: str) -> str:
+    new_arm = family_fields(run.arm)
+    fields = arm_changes(entry.arm, new_arm) if entry.arm and new_arm else []
     what = "; ".join(f"{name} {a!r} -> {b!r}" for name, a, b in fields)
     return (
-        f"arm changed (hash {old} -> {run.family_hash}{': ' + what if what else ''}); its "
-        f"baseline entry in {label} no longer describes it: accept a new baseline if the change "
-        "is meant"
+        f"arm changed (hash {entry.family_hash} -> {run.family_hash}{': ' + what if what else ''})"
+        f"; its baseline entry in {label} no longer describes it: accept a new baseline if the "
+        "change is meant"
     )
 
 
@@ -221,33 +227,40 @@ def check_arm(
     run: Any, entry: BaselineEntry, rules: Rules | None = None, *, baseline: str = ""
 ) -> GateResult:
     """Hold ``run`` (anything :func:`~stabilitykit.gate.metrics.arm_run` takes) against
-    ``entry``. An entry of another family hash gives ``not comparable``, never a comparison."""
+    ``entry``.
+
+    An entry of another family hash (the arm changed) gives ``not comparable``: the checks
+    against it are kept for information (``reference`` says so), never as a pass or a failure.
+    """
     run, rules = arm_run(run), as_rules(rules)
-    common = {"arm_id": run.arm_id, "seed": run.seed, "family_hash": run.family_hash}
-    if entry.family_hash != run.family_hash:
-        return GateResult(
-            **common,
-            status=GateStatus.NOT_COMPARABLE,
-            reason=_changed([entry], run, baseline or "the baseline"),
-            entry_hash=entry.family_hash,
-            baseline=baseline,
-        )
     checks = [_verdict_check(run, entry), *_metric_checks(run, entry, rules)]
     regressions = [c for c in checks if c.worse]
-    if regressions:
-        status, reason = GateStatus.REGRESSED, _reason(regressions)
-    else:
-        better = [c.name for c in checks if c.status == BETTER]
-        status = GateStatus.PASSED
-        reason = "within tolerance"
-        if better:
-            reason += f"; better: {', '.join(better)} (accept a new baseline to keep the gain)"
+    better = [c.name for c in checks if c.status == BETTER]
     seed_known = run.seed is not None and run.seed in entry.seeds
     reference = f"seed {run.seed}" if seed_known else entry.description
+    if entry.family_hash != run.family_hash:
+        status = GateStatus.NOT_COMPARABLE
+        reason = _changed(entry, run, baseline or "the baseline")
+        if regressions:
+            worse = [c.name for c in regressions if c.name != "verdict"]
+            verdict = [
+                f"verdict {c.baseline} -> {c.now}" for c in regressions if c.name == "verdict"
+            ]
+            info = "; ".join([*verdict, *([f"worse {', '.join(worse)}"] if worse else [])])
+            reason += f"; for information, against the old entry: {info}"
+        reference = f"the old entry {entry.family_hash}, {reference} (for information only)"
+    elif regressions:
+        status, reason = GateStatus.REGRESSED, _reason(regressions)
+    else:
+        status, reason = GateStatus.PASSED, "within tolerance"
+        if better:
+            reason += f"; better: {', '.join(better)} (accept a new baseline to keep the gain)"
     return GateResult(
-        **common,
+        arm_id=run.arm_id,
+        seed=run.seed,
         status=status,
         reason=reason,
+        family_hash=run.family_hash,
         entry_hash=entry.family_hash,
         checks=tuple(checks),
         reference=reference,
@@ -269,13 +282,7 @@ def gate_arm(run: Any, baseline: Baseline, rules: Rules | None = None) -> GateRe
         return check_arm(run, entry, rules, baseline=label)
     changed = baseline.same_arm(run)
     if changed:
-        return GateResult(
-            **common,
-            status=GateStatus.NOT_COMPARABLE,
-            reason=_changed(changed, run, label),
-            entry_hash=changed[0].family_hash,
-            baseline=label,
-        )
+        return check_arm(run, changed[0], rules, baseline=label)
     reason = f"no baseline entry for {run.family_id} (hash {run.family_hash}) in {label}"
     return GateResult(**common, status=GateStatus.MISSING, reason=reason, baseline=label)
 

@@ -209,6 +209,21 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
 )
 
 
+def with_criteria(base: Iterable[Criterion], *changes: Criterion) -> tuple[Criterion, ...]:
+    """``base`` with each of ``changes`` replacing the criterion of the same name, or appended::
+
+        criteria = with_criteria(DEFAULT_CRITERIA, GradNormBounded(limit=1e3))
+    """
+    out = list(base)
+    for change in changes:
+        names = [c.name for c in out]
+        if change.name in names:
+            out[names.index(change.name)] = change
+        else:
+            out.append(change)
+    return tuple(out)
+
+
 def judge(obs: Observation, criteria: Iterable[Criterion] = DEFAULT_CRITERIA) -> Verdict:
     """Apply ``criteria``; the verdict is the most severe failure, with all failures' evidence."""
     return Verdict.from_failures([f for c in criteria if (f := c.check(obs)) is not None])

@@ -6,6 +6,7 @@ Reference: Li et al. 2021, "Fourier Neural Operator for Parametric PDEs", eq. (4
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -26,8 +27,8 @@ class SpectralConv2d(nn.Module):
     ``ValueError`` at the first forward pass (the grid is not known before).
 
     The transform is computed separably (rFFT along ``W``, truncated to ``modes_y`` columns, then
-    FFT along ``H``) and the channel mixing of all retained modes is two real batched matmuls;
-    the result equals the ``rfft2``/``irfft2`` formulation to float32 rounding.
+    FFT along ``H``) and all retained modes are mixed by one batched complex matmul; the result
+    equals the ``rfft2``/``irfft2`` formulation to float32 rounding.
 
     Args:
         in_channels: channels of ``x``.
@@ -38,6 +39,8 @@ class SpectralConv2d(nn.Module):
     """
 
     implementation = IMPLEMENTATION
+    # The axis of each parameter that indexes output channels (read by unit-wise clipping).
+    output_unit_dims = MappingProxyType({"weight": 4})
 
     def __init__(
         self,
@@ -67,19 +70,21 @@ class SpectralConv2d(nn.Module):
         self.modes_x = modes_x
         self.modes_y = modes_y
         self.fft_norm = fft_norm
-        # (re/im, band, modes_x, modes_y, in, out); band 0 = non-negative kx, band 1 = negative kx.
-        # This layout makes each part a contiguous (modes, in, out) stack for torch.bmm.
+        # (band, modes_x, modes_y, in, out, re/im); band 0 = non-negative kx, band 1 = negative kx.
+        # Real storage (clipping and optimisers see real tensors) that views as a contiguous
+        # complex (modes, in, out) stack for torch.bmm.
         scale = 1.0 / math.sqrt(in_channels * out_channels)
         self.weight = nn.Parameter(
-            scale * torch.randn(2, 2, modes_x, modes_y, in_channels, out_channels)
+            scale * torch.randn(2, modes_x, modes_y, in_channels, out_channels, 2)
         )
 
     def spectral_weights(self) -> torch.Tensor:
-        """Complex weights ``(2, in_channels, out_channels, modes_x, modes_y)`` (band first).
+        """Complex weights ``(2, in_channels, out_channels, modes_x, modes_y)``, band first.
 
-        A differentiable copy built from ``weight``; write to ``weight`` to change the layer.
+        A view of ``weight``: band 0 multiplies rows ``kx = 0 .. modes_x - 1``, band 1 the rows
+        ``kx = -modes_x .. -1``.
         """
-        return torch.complex(self.weight[0], self.weight[1]).permute(0, 3, 4, 1, 2)
+        return torch.view_as_complex(self.weight).permute(0, 3, 4, 1, 2)
 
     def check_grid(self, height: int, width: int) -> None:
         """Raise ``ValueError`` when the retained modes do not fit an ``height x width`` grid."""
@@ -95,29 +100,19 @@ class SpectralConv2d(nn.Module):
         batch, _, height, width = x.shape
         self.check_grid(height, width)
         mx, my = self.modes_x, self.modes_y
+        modes = 2 * mx * my
         x_ft = torch.fft.rfft(x, dim=-1, norm=self.fft_norm)[..., :my]
-        x_ft = torch.fft.fft(x_ft, dim=-2, norm=self.fft_norm)
-        kept = torch.cat([x_ft[:, :, :mx], x_ft[:, :, -mx:]], dim=2)  # (B, I, 2*mx, my)
-        out = self._mix(kept)  # (B, O, 2*mx, my)
-        gap = out.new_zeros(batch, self.out_channels, height - 2 * mx, my)
-        out_ft = torch.cat([out[:, :, :mx], gap, out[:, :, mx:]], dim=2)
+        x_ft = torch.fft.fft(x_ft, dim=-2, norm=self.fft_norm).permute(2, 3, 0, 1)  # (H, my, B, I)
+        kept = torch.cat([x_ft[:mx], x_ft[-mx:]]).reshape(modes, batch, self.in_channels)
+        weights = torch.view_as_complex(self.weight).reshape(
+            modes, self.in_channels, self.out_channels
+        )
+        out = torch.bmm(kept, weights).reshape(2 * mx, my, batch, self.out_channels)
+        gap = out.new_zeros(height - 2 * mx, my, batch, self.out_channels)
+        out_ft = torch.cat([out[:mx], gap, out[mx:]]).permute(2, 3, 0, 1)  # (B, O, H, my)
         out_ft = torch.fft.ifft(out_ft, dim=-2, norm=self.fft_norm)
         # irfft zero-pads the columns beyond modes_y up to width // 2 + 1.
         return torch.fft.irfft(out_ft, n=width, dim=-1, norm=self.fft_norm)
-
-    def _mix(self, kept: torch.Tensor) -> torch.Tensor:
-        """Per-mode channel mixing ``(B, I, 2*mx, my)`` complex -> ``(B, O, 2*mx, my)`` complex.
-
-        With ``X = [Re x; Im x]`` stacked on the batch axis, ``X @ Re W`` and ``X @ Im W`` hold the
-        four real products of ``x * W``.
-        """
-        batch, in_ch, kx, ky = kept.shape
-        modes, out_ch = kx * ky, self.out_channels
-        stacked = torch.view_as_real(kept).permute(2, 3, 4, 0, 1).reshape(modes, 2 * batch, in_ch)
-        p = torch.bmm(stacked, self.weight[0].reshape(modes, in_ch, out_ch))
-        q = torch.bmm(stacked, self.weight[1].reshape(modes, in_ch, out_ch))
-        out = torch.complex(p[:, :batch] - q[:, batch:], q[:, :batch] + p[:, batch:])
-        return out.permute(1, 2, 0).reshape(batch, out_ch, kx, ky)
 
     def extra_repr(self) -> str:
         return (
