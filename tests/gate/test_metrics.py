@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,6 +101,7 @@ def test_arm_run_reads_a_record(tmp_path):
     assert run.values["amp_ssim"] == 0.9 and run.values["best_val_loss"] == 0.02
     assert run.values["grad_norm_preclip_p99"] is None  # logged, but not finite
     assert "status" not in run.values and "phase_vacuous" not in run.values
+    assert arm_run(SimpleNamespace(run_dir=writer.path)) == run  # an ArmResult
 
 
 def test_arm_run_from_a_row_needs_the_family_hash():
