@@ -149,6 +149,6 @@ def test_stable_hybrid_records_layerscale(run):
 def test_missing_cuda_is_a_clear_error_before_training(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(ValueError, match="Arm.device: 'cuda'"):
+    with pytest.raises(ValueError, match=r"Arm\.device: 'cuda'"):
         run_arm(SMOKE.replace(device="cuda"), out_dir=tmp_path)
     assert not (tmp_path / "runs").exists()

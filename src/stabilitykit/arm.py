@@ -201,7 +201,6 @@ class Arm:
         unhashed = _UNHASHED | {"seed"}
         return _digest({k: v for k, v in self.to_dict().items() if k not in unhashed})
 
-
     @property
     def id(self) -> str:
         """Readable, filesystem-safe id: ``<name>-<architecture>-b<blocks>-seed<seed>``."""

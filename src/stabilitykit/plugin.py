@@ -8,6 +8,7 @@ that runs no stability benchmark pays nothing.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="ignore cached arm results (references from other stages are run again)",
     )
     group.addoption(
-        "--sk-cache", default=None, help="data-set cache folder (default: $STABILITYKIT_CACHE "
-        "or ~/.cache/stabilitykit)"
+        "--sk-cache",
+        default=None,
+        help="data-set cache folder (default: $STABILITYKIT_CACHE or ~/.cache/stabilitykit)",
     )
     group.addoption(
         "--sk-shard",
@@ -159,8 +161,7 @@ def _stage_of(node: pytest.Item) -> str:
     stages = [m.name for m in node.iter_markers() if m.name.startswith("stage_")]
     if not stages:
         raise pytest.UsageError(
-            f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. "
-            "@pytest.mark.stage_b"
+            f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. @pytest.mark.stage_b"
         )
     return stages[0]
 
@@ -181,9 +182,9 @@ def sk_options(request: pytest.FixtureRequest) -> StudyOptions:
 def sk_dataset(sk_options: StudyOptions):
     """Factory for grid-lines data sets, backed by the content-addressed cache::
 
-        def test_data(sk_dataset):
-            data = sk_dataset(GridLinesSpec(N=32, object_size=128))
-            assert data.train.diffraction.shape[1:] == (32, 32, 1)
+    def test_data(sk_dataset):
+        data = sk_dataset(GridLinesSpec(N=32, object_size=128))
+        assert data.train.diffraction.shape[1:] == (32, 32, 1)
     """
     from stabilitykit.data.cache import default_cache_dir, load_or_build
 
@@ -200,26 +201,27 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
             result = run_arm(DEEP_CONTROL)                # trains, records, judges
             assert result.metrics["amp_ssim"] > 0.3      # any extra assertion you like
 
-    ``run_arm(arm, criteria=...)`` replaces the default criteria. The arm is scaled and moved to
-    the session's device; the record goes to ``<sk-out>/<stage>/runs/``.
+    ``run_arm(arm, criteria=...)`` replaces the default criteria; ``rules=`` the baseline
+    gate's metric rules (``stabilitykit.gate.DEFAULT_RULES.override(...)``). The arm is scaled and
+    moved to the session's device; the record goes to ``<sk-out>/<stage>/runs/``. Under
+    ``--sk-baseline`` the arm also fails on a regression against its baseline entry.
     """
     from stabilitykit.judge.criteria import DEFAULT_CRITERIA
     from stabilitykit.stage import run_in_stage
 
     stage = _stage_of(request.node)
 
-    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA):
+    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA, rules: Any = None):
         result = _maybe_benchmark(
             request,
-            lambda: run_in_stage(
-                arm, stage, sk_options, criteria=criteria, replicate=sk_replicate
-            ),
+            lambda: run_in_stage(arm, stage, sk_options, criteria=criteria, replicate=sk_replicate),
         )
         _remember(request, stage=stage, run_dir=result.run_dir, role="arm")
-        _gate(request, stage, result)
-        if not result.verdict.ok:
+        problems = [] if result.verdict.ok else [result.verdict.explain()]
+        problems += _gate(request.config, stage, result, rules)
+        if problems:
             pytest.fail(
-                f"{result.arm.id}: {result.verdict.explain()}\nrecord: {result.run_dir}",
+                f"{result.arm.id}: " + "\n".join(problems) + f"\nrecord: {result.run_dir}",
                 pytrace=False,
             )
         return result
@@ -231,8 +233,8 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
 def stage_result(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replicate: int):
     """Another stage's arm result: its last record at this scale and arm hash, else run now::
 
-        control = stage_result("stage_a", CONTROL)
-        result = run_arm(DEEP_CONTROL, criteria=(*DEFAULT_CRITERIA, NoWorseThan(...)))
+    control = stage_result("stage_a", CONTROL)
+    result = run_arm(DEEP_CONTROL, criteria=(*DEFAULT_CRITERIA, NoWorseThan(...)))
     """
     from stabilitykit.stage import reference_result
 
@@ -247,7 +249,7 @@ def stage_result(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_re
 
 def _maybe_benchmark(request: pytest.FixtureRequest, fn: Any) -> Any:
     """Time ``fn`` with pytest-benchmark when that plugin is installed and enabled."""
-    if not request.config.pluginmanager.hasplugin("pytest_benchmark.plugin"):
+    if not request.config.pluginmanager.hasplugin("benchmark"):
         return fn()
     benchmark = request.getfixturevalue("benchmark")
     if getattr(benchmark, "disabled", True):
@@ -267,13 +269,24 @@ def _remember(request: pytest.FixtureRequest, **entry: Any) -> None:
     request.node.user_properties.append((PROPERTY, json.dumps(entry)))
 
 
-def _gate(request: pytest.FixtureRequest, stage: str, result: Any) -> None:
-    config = request.config
-    if not config.getoption("sk_baseline"):
-        return
-    from stabilitykit.gate.session import gate_result
+def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> list[str]:
+    """Problems of ``result`` against its baseline entry (none without ``--sk-baseline``)."""
+    root = config.getoption("sk_baseline")
+    if not root or config.getoption("sk_accept"):
+        return []
+    from stabilitykit.gate import GateStatus, baseline_path, gate_arm, read_baseline
 
-    gate_result(config, stage, result)
+    path = baseline_path(root, stage, result.arm.scale)
+    try:
+        baseline = read_baseline(path, missing_ok=True)
+    except ValueError as exc:
+        return [f"baseline unusable: {exc}"]
+    gated = gate_arm(result, baseline, rules)
+    if not gated.ok(require_baseline=config.getoption("sk_require_baseline")):
+        return [f"stability gate against {path}:\n{gated.render()}"]
+    if gated.status in (GateStatus.MISSING, GateStatus.NOT_COMPARABLE):
+        warnings.warn(pytest.PytestWarning(f"stabilitykit gate: {gated.summary()}"), stacklevel=1)
+    return []
 
 
 class StageReporter:
@@ -284,6 +297,7 @@ class StageReporter:
         self.config = config
         self.entries: list[dict[str, Any]] = []
         self.reports: list[Any] = []
+        self.gate_lines: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -305,9 +319,26 @@ class StageReporter:
             return
         from stabilitykit.stage import write_session_reports
 
-        self.reports = write_session_reports(_options(self.config), sorted(stages), self.entries)
+        options = _options(self.config)
+        self.reports = write_session_reports(options, sorted(stages), self.entries)
+        if self.config.getoption("sk_baseline"):
+            from stabilitykit.stage import gate_session
+
+            self.gate_lines, failed = gate_session(
+                options,
+                self.config.getoption("sk_baseline"),
+                self.entries,
+                accept=self.config.getoption("sk_accept"),
+                require=self.config.getoption("sk_require_baseline"),
+            )
+            if failed and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.gate_lines:
+            terminalreporter.section("stabilitykit baseline gate")
+            for line in self.gate_lines:
+                terminalreporter.write_line(line)
         if not self.reports:
             return
         from rich.console import Console

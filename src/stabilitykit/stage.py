@@ -165,3 +165,41 @@ def write_session_reports(
         report = build_stage_report(stage, records, references)
         reports.append(write_stage_report(report, options.stage_dir(stage), records, references))
     return reports
+
+
+def gate_session(
+    options: StudyOptions,
+    root: str | Path,
+    entries: Iterable[dict[str, Any]],
+    *,
+    accept: bool,
+    require: bool,
+) -> tuple[list[str], bool]:
+    """The session-level gate per stage: accept the runs into the baselines, or check the
+    failure rate over seeds and list unused entries. Returns printable lines and whether the
+    session must fail (per-arm regressions already failed their own tests)."""
+    from stabilitykit.gate import arm_run, baseline_path, gate_runs, read_baseline, update_baseline
+
+    by_stage: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry["role"] == "arm":
+            by_stage.setdefault(entry["stage"], []).append(entry["run_dir"])
+    lines: list[str] = []
+    failed = False
+    for stage, run_dirs in sorted(by_stage.items()):
+        path = baseline_path(root, stage, options.scale)
+        runs = [arm_run(d) for d in run_dirs]
+        if accept:
+            diff = update_baseline(path, runs, stage, options.scale)
+            lines += [f"{stage}: accepted {len(runs)} run(s) into {path}", diff.text()]
+            continue
+        try:
+            baseline = read_baseline(path, missing_ok=True)
+        except ValueError as exc:
+            lines.append(f"{stage}: {exc}")
+            failed = True
+            continue
+        report = gate_runs(runs, baseline)
+        lines.append(report.text(require))
+        failed |= not all(rate.check.passed for rate in report.rates)
+    return lines, failed

@@ -28,8 +28,17 @@ def run(pytester, cache, *args):
 
 def test_options_are_in_the_help(pytester):
     result = pytester.runpytest_subprocess("--help")
-    for option in ("--sk-scale", "--sk-out", "--sk-device", "--sk-seeds", "--sk-rerun",
-                   "--sk-shard", "--sk-baseline", "--sk-require-baseline", "--sk-accept"):
+    for option in (
+        "--sk-scale",
+        "--sk-out",
+        "--sk-device",
+        "--sk-seeds",
+        "--sk-rerun",
+        "--sk-shard",
+        "--sk-baseline",
+        "--sk-require-baseline",
+        "--sk-accept",
+    ):
         result.stdout.fnmatch_lines([f"*{option}*"])
 
 
@@ -39,8 +48,10 @@ def test_markers_are_registered_for_strict_markers(pytester):
 
 
 def test_bad_option_value_is_a_usage_error(pytester, cache):
-    pytester.makepyfile(HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
-                        "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n")
+    pytester.makepyfile(
+        HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
+        "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n"
+    )
     result = run(pytester, cache, "--sk-seeds", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sk-seeds: got 0; allowed: an int >= 1*"])
@@ -83,8 +94,11 @@ def test_tight(run_arm):
     result = run(pytester, cache)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*control-hybrid-b4-seed20260128: spiking:*", "*grad_norm_bounded] pre-clip grad norm*",
-         "*record: *stage_b*runs*"]
+        [
+            "*control-hybrid-b4-seed20260128: spiking:*",
+            "*grad_norm_bounded] pre-clip grad norm*",
+            "*record: *stage_b*runs*",
+        ]
     )
 
 
@@ -164,3 +178,65 @@ def test_arm(name, run_arm, monkeypatch):
     metrics = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())
     verdicts = {r["arm_name"]: r["verdict"] for r in metrics["rows"]}
     assert verdicts == {"one": "stable", "two": "stable", "crash": "interrupted"}
+
+
+GATED = (
+    HEADER
+    + """
+import os
+import stabilitykit.run as run_module
+
+if os.environ.get("SK_TEST_DEGRADE"):  # a code regression: the optimiser ignores most of the lr
+    build = run_module.build_optimizer
+    run_module.build_optimizer = lambda name, params, lr, *a: build(name, params, lr / 100, *a)
+
+ARMS = [CONTROL]
+if os.environ.get("SK_TEST_NEW"):
+    ARMS.append(CONTROL.replace(name="newcomer", lr=2e-3))
+
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", ARMS, ids=lambda a: a.name)
+def test_gated(arm, run_arm):
+    run_arm(arm, criteria=LENIENT)
+"""
+)
+
+
+def test_baseline_accept_then_gate(pytester, cache, monkeypatch):
+    pytester.makepyfile(GATED)
+    gate = ("--sk-baseline", "baselines")
+    accepted = run(pytester, cache, *gate, "--sk-accept")
+    accepted.assert_outcomes(passed=1)
+    accepted.stdout.fnmatch_lines(
+        ["*stage_a: accepted 1 run(s) into baselines/smoke/stage_a.json*"]
+    )
+    assert (pytester.path / "baselines/smoke/stage_a.json").exists()
+
+    unchanged = run(pytester, cache, *gate, "--sk-require-baseline")
+    unchanged.assert_outcomes(passed=1)
+    unchanged.stdout.fnmatch_lines(["*gate passed against*"])
+
+    monkeypatch.setenv("SK_TEST_DEGRADE", "1")
+    degraded = run(pytester, cache, *gate, "--sk-require-baseline")
+    degraded.assert_outcomes(failed=1)
+    degraded.stdout.fnmatch_lines(
+        ["*stability gate against baselines/smoke/stage_a.json*", "*best_val_loss*worse*"]
+    )
+    monkeypatch.delenv("SK_TEST_DEGRADE")
+
+    monkeypatch.setenv("SK_TEST_NEW", "1")
+    lenient = run(pytester, cache, *gate)
+    lenient.assert_outcomes(passed=2, warnings=1)
+    strict = run(pytester, cache, *gate, "--sk-require-baseline")
+    strict.assert_outcomes(passed=1, failed=1)
+    strict.stdout.fnmatch_lines(["*newcomer*missing*"])
+
+
+def test_corrupt_baseline_fails_with_the_file_name(pytester, cache):
+    pytester.makepyfile(GATED)
+    (pytester.path / "baselines/smoke").mkdir(parents=True)
+    (pytester.path / "baselines/smoke/stage_a.json").write_text("{not json")
+    result = run(pytester, cache, "--sk-baseline", "baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*baseline unusable*stage_a.json*"])

@@ -77,7 +77,7 @@ def test_foreign_and_newer_files_are_rejected_by_name(tmp_path):
     with pytest.raises(RecordError, match=r"stats.json: written by a newer stabilitykit"):
         read_record(path)
     (path / "metrics.json").write_text("{not json")
-    with pytest.raises(RecordError, match="metrics.json: not valid JSON"):
+    with pytest.raises(RecordError, match=r"metrics\.json: not valid JSON"):
         read_json(path / "metrics.json")
 
 
@@ -89,5 +89,5 @@ def test_not_a_run_folder(tmp_path):
 def test_weights_load_refuses_pickled_objects(tmp_path):
     path = write_run(tmp_path)
     torch.save({"w": torch.ones(1), "evil": object}, path / "model.pt")
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported"):
         read_record(path).load_state_dict()

@@ -41,7 +41,11 @@ def test_summarise_steps_nonfinite_and_empty():
 
 
 def test_summarise_history_ignores_epoch_zero_for_best():
-    h = [{"epoch": 0, "val_loss": 0.05}, {"epoch": 1, "val_loss": 0.3}, {"epoch": 2, "val_loss": 0.2}]
+    h = [
+        {"epoch": 0, "val_loss": 0.05},
+        {"epoch": 1, "val_loss": 0.3},
+        {"epoch": 2, "val_loss": 0.2},
+    ]
     s = summarise_history(h)
     assert s["initial_val_loss"] == 0.05 and s["best_val_loss"] == 0.2
     assert s["best_val_epoch"] == 2 and s["final_val_loss"] == 0.2 and s["epochs_completed"] == 2

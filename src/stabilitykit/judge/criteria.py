@@ -212,7 +212,7 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
 def with_criteria(base: Iterable[Criterion], *changes: Criterion) -> tuple[Criterion, ...]:
     """``base`` with each of ``changes`` replacing the criterion of the same name, or appended::
 
-        criteria = with_criteria(DEFAULT_CRITERIA, GradNormBounded(limit=1e3))
+    criteria = with_criteria(DEFAULT_CRITERIA, GradNormBounded(limit=1e3))
     """
     out = list(base)
     for change in changes:

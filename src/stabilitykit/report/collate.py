@@ -41,6 +41,17 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "train_seconds",
 )
 
+#: (header, row key) of the columns every stage table shows: the summary and the terminal.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("best val loss", "best_val_loss"),
+    ("amp SSIM", "amp_ssim"),
+    ("phase SSIM", "phase_ssim"),
+    ("amp MAE", "amp_mae"),
+    ("grad norm median", "grad_norm_preclip_median"),
+    ("p99", "grad_norm_preclip_p99"),
+    ("max", "grad_norm_preclip_max"),
+)
+
 # Further numbers the narrative rules read (evidence and the arm's recipe).
 DETAIL_COLUMNS: tuple[str, ...] = (
     "initial_val_loss",

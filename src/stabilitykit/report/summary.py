@@ -14,7 +14,13 @@ from typing import Any
 
 from stabilitykit.record.run_record import RunRecord
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
-from stabilitykit.report.collate import ArmSummary, arm_rows, metrics_row, summarise_arms
+from stabilitykit.report.collate import (
+    SUMMARY_COLUMNS,
+    ArmSummary,
+    arm_rows,
+    metrics_row,
+    summarise_arms,
+)
 from stabilitykit.report.narrative import (
     INSTABILITY,
     STABLE,
@@ -191,15 +197,6 @@ PLOT_CAPTIONS = {
     "grad_norms": "global grad norm per step, before and after clipping",
     "reconstructions": "reconstructions beside the ground truth",
 }
-_RUN_COLUMNS = (
-    ("best val loss", "best_val_loss"),
-    ("amp SSIM", "amp_ssim"),
-    ("phase SSIM", "phase_ssim"),
-    ("amp MAE", "amp_mae"),
-    ("grad norm median", "grad_norm_preclip_median"),
-    ("p99", "grad_norm_preclip_p99"),
-    ("max", "grad_norm_preclip_max"),
-)
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -217,10 +214,10 @@ def _link(path: Path, base: Path) -> str:
 
 
 def _run_table(report: StageReport) -> list[str]:
-    header = ["arm", "seed", "verdict", *(h for h, _ in _RUN_COLUMNS)]
+    header = ["arm", "seed", "verdict", *(h for h, _ in SUMMARY_COLUMNS)]
     body = [
         [f"{r['reference']} (reference)", fmt(r["seed"]), r["verdict"]]
-        + [fmt(r[k]) for _, k in _RUN_COLUMNS]
+        + [fmt(r[k]) for _, k in SUMMARY_COLUMNS]
         for r in report.references
     ]
     body += [
@@ -229,7 +226,7 @@ def _run_table(report: StageReport) -> list[str]:
             fmt(r["seed"]),
             r["verdict"] if r["verdict"] == STABLE else f"**{r['verdict']}**",
         ]
-        + [fmt(r[k]) for _, k in _RUN_COLUMNS]
+        + [fmt(r[k]) for _, k in SUMMARY_COLUMNS]
         for r in report.rows
     ]
     return _table(header, body)

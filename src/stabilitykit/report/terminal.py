@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from stabilitykit.report.collate import representative
+from stabilitykit.report.collate import SUMMARY_COLUMNS, representative
 from stabilitykit.report.narrative import fmt, fmt_rate
 from stabilitykit.report.summary import StageReport
 
@@ -26,15 +26,6 @@ VERDICT_STYLES = {
     "out_of_memory": "bold red",
 }
 OTHER_VERDICT_STYLE = "bold yellow"  # collapsed, spiking, stagnated, interrupted
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("best val loss", "best_val_loss"),
-    ("amp SSIM", "amp_ssim"),
-    ("phase SSIM", "phase_ssim"),
-    ("amp MAE", "amp_mae"),
-    ("grad norm median", "grad_norm_preclip_median"),
-    ("p99", "grad_norm_preclip_p99"),
-    ("max", "grad_norm_preclip_max"),
-)
 
 
 def verdict_text(verdicts: dict[str, int], counted: bool) -> Text:
@@ -54,7 +45,7 @@ def _plain(markdown: str) -> str:
 
 
 def _cells(values: dict[str, Any]) -> list[Text]:
-    return [Text(fmt(values.get(key)), justify="right") for _, key in COLUMNS]
+    return [Text(fmt(values.get(key)), justify="right") for _, key in SUMMARY_COLUMNS]
 
 
 def stage_table(report: StageReport) -> Table:
@@ -67,7 +58,7 @@ def stage_table(report: StageReport) -> Table:
     table.add_column("verdict")
     if seeded:
         table.add_column("failure rate (95% CI)")
-    for header, _ in COLUMNS:
+    for header, _ in SUMMARY_COLUMNS:
         table.add_column(header, justify="right")
     for ref in report.references:
         cells = [Text(f"{ref['reference']} (ref)"), Text(fmt(ref["seed"]))]
