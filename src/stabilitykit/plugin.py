@@ -79,6 +79,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _quiet_benchmark_under_xdist(config)
+    for flag in ("sk_accept", "sk_require_baseline"):
+        if config.getoption(flag) and not config.getoption("sk_baseline"):
+            name = "--" + flag.replace("_", "-")
+            raise pytest.UsageError(f"{name} needs --sk-baseline DIR (the baselines folder)")
     config.addinivalue_line(
         "markers", "stability: a stability benchmark (trains arms with stabilitykit)"
     )
@@ -249,11 +253,10 @@ def stage_result(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_re
 
 def _maybe_benchmark(request: pytest.FixtureRequest, fn: Any) -> Any:
     """Time ``fn`` with pytest-benchmark when that plugin is installed and enabled."""
-    if not request.config.pluginmanager.hasplugin("benchmark"):
-        return fn()
+    session = getattr(request.config, "_benchmarksession", None)  # pytest-benchmark's state
+    if session is None or session.disabled:
+        return fn()  # not installed or off (e.g. under xdist): no fixture, no warning
     benchmark = request.getfixturevalue("benchmark")
-    if getattr(benchmark, "disabled", True):
-        return fn()
     result = benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
         {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, bool, type(None)))}

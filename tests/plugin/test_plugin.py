@@ -240,3 +240,34 @@ def test_corrupt_baseline_fails_with_the_file_name(pytester, cache):
     result = run(pytester, cache, "--sk-baseline", "baselines")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*baseline unusable*stage_a.json*"])
+
+
+def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)],
+                         ids=lambda a: a.name)
+def test_stage(arm, run_arm):
+    run_arm(arm, criteria=LENIENT)
+"""
+    )
+
+    def rows(*args):
+        run(pytester, cache, *args).assert_outcomes(passed=2)
+        path = pytester.path / args[-1] / "stage_a/stage_a_metrics.json"
+        keep = ("best_val_loss", "amp_ssim", "amp_mae", "grad_norm_preclip_max", "verdict")
+        return {r["arm_name"]: [r[k] for k in keep] for r in json.loads(path.read_text())["rows"]}
+
+    serial = rows("--sk-out", "serial")
+    parallel = rows("-n", "2", "--sk-out", "parallel")
+    assert serial == parallel and len(serial) == 2
+
+
+def test_accept_needs_a_baseline_folder(pytester, cache):
+    pytester.makepyfile(GATED)
+    result = run(pytester, cache, "--sk-accept")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--sk-accept needs --sk-baseline DIR*"])
