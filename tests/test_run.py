@@ -152,3 +152,22 @@ def test_missing_cuda_is_a_clear_error_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"Arm\.device: 'cuda'"):
         run_arm(SMOKE.replace(device="cuda"), out_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+def test_progress_is_quiet_off_a_terminal_and_shown_on_one(monkeypatch):
+    from stabilitykit.run import terminal_progress
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    with terminal_progress("arm") as bar:
+        assert bar is None  # pytest captures stderr: not a terminal
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    with terminal_progress("arm") as bar:
+        assert callable(bar)
+        bar(3, 10, {"epoch": 1})
+
+
+def test_progress_callback_sees_every_step(run):
+    seen = []
+    result = run(SMOKE, progress=lambda step, total, info: seen.append((step, total)))
+    assert [s for s, _ in seen] == list(range(1, result.stats["steps"] + 1))
+    assert {t for _, t in seen} == {result.stats["steps"]}

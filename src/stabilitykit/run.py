@@ -5,12 +5,13 @@ Data flows one way: arm -> data set -> model -> training -> evaluation -> verdic
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from stabilitykit.train.loop import (
     train,
 )
 from stabilitykit.train.telemetry import summarise_history, summarise_steps
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
 STATUS_VERDICTS = {
     "out_of_memory": VerdictKind.OUT_OF_MEMORY,
@@ -230,6 +233,39 @@ def _evaluate(
     return metrics
 
 
+@contextlib.contextmanager
+def terminal_progress(label: str) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr while training, when stderr is a terminal; else nothing."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None, epoch=0)
+
+        def update(step: int, total: int, info: dict[str, Any]) -> None:
+            bar.update(task, completed=step, total=total, epoch=info.get("epoch", 0))
+
+        yield update
+
+
 def _verdict(
     outcome: TrainOutcome,
     stats: dict[str, Any],
@@ -250,7 +286,7 @@ def run_arm(
     out_dir: str | os.PathLike = "reports",
     cache_dir: str | os.PathLike | None = None,
     criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
-    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    progress: bool | ProgressFn = True,
     tags: dict[str, str] | None = None,
     threads: int | None = None,
 ) -> ArmResult:
@@ -261,7 +297,9 @@ def run_arm(
     its verdict and a complete record; Ctrl-C writes the record, then re-raises. ``tags`` (e.g.
     the stage and session) are stored in ``config.json``. ``threads`` sets torch's intra-op CPU
     threads for this run (restored afterwards): CPU results depend on it in the last bits, so it
-    is recorded, and the pytest plugin fixes it (``--sk-threads``, default 1).
+    is recorded, and the pytest plugin fixes it (``--sk-threads``, default 1). ``progress``:
+    True shows a rich progress bar when stderr is a terminal, False none, or a callable
+    ``(step, total_steps, info)``.
     """
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
@@ -303,7 +341,11 @@ def run_arm(
             ).to(device)
             writer.write_config(_config(arm, data, model, clipper, tags or {}))
             setup = _setup(arm, data, model, clipper, device)
-            outcome = train(setup, writer.append_steps, on_epoch, progress)
+            if callable(progress) or not progress:
+                outcome = train(setup, writer.append_steps, on_epoch, progress or None)
+            else:
+                with terminal_progress(arm.id) as bar:
+                    outcome = train(setup, writer.append_steps, on_epoch, bar)
         except KeyboardInterrupt:
             outcome = TrainOutcome(status="interrupted")
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash

@@ -70,7 +70,7 @@ def run_in_stage(
     *,
     criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
     replicate: int = 0,
-    progress: Any = None,
+    progress: Any = True,
 ) -> ArmResult:
     """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``."""
     prepared = options.prepare(arm, replicate)

@@ -14,6 +14,17 @@ from stabilitykit.study import CONTROL
 LENIENT = (Finite(),)
 """
 
+TWO_ARMS = """
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)],
+                         ids=lambda a: a.name)
+def test_stage(arm, run_arm, sk_options):
+    result = run_arm(arm, criteria=LENIENT)
+    assert result.arm.scale == "smoke" and sk_options.scale == "smoke"
+    assert result.run_dir.parent.parent.name == "stage_a"
+"""
+
 
 @pytest.fixture
 def cache(tmp_path_factory):
@@ -58,19 +69,7 @@ def test_bad_option_value_is_a_usage_error(pytester, cache):
 
 
 def test_a_stage_runs_records_and_reports(pytester, cache):
-    pytester.makepyfile(
-        HEADER
-        + """
-@pytest.mark.stability
-@pytest.mark.stage_a
-@pytest.mark.parametrize("arm", [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)],
-                         ids=lambda a: a.name)
-def test_stage(arm, run_arm, sk_options):
-    result = run_arm(arm, criteria=LENIENT)
-    assert result.arm.scale == "smoke" and sk_options.scale == "smoke"
-    assert result.run_dir.parent.parent.name == "stage_a"
-"""
-    )
+    pytester.makepyfile(HEADER + TWO_ARMS)
     result = run(pytester, cache, "--strict-markers")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*Stage A*", "*control*", "*agc*"])
@@ -243,17 +242,7 @@ def test_corrupt_baseline_fails_with_the_file_name(pytester, cache):
 
 
 def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, cache):
-    pytester.makepyfile(
-        HEADER
-        + """
-@pytest.mark.stability
-@pytest.mark.stage_a
-@pytest.mark.parametrize("arm", [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)],
-                         ids=lambda a: a.name)
-def test_stage(arm, run_arm):
-    run_arm(arm, criteria=LENIENT)
-"""
-    )
+    pytester.makepyfile(HEADER + TWO_ARMS)
 
     def rows(*args):
         run(pytester, cache, *args).assert_outcomes(passed=2)
