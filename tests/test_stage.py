@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.stage import (
@@ -29,7 +30,15 @@ def test_options_validate():
 def test_prepare_applies_scale_device_and_replicate(options):
     arm = options.prepare(CONTROL, replicate=2)
     assert arm.scale == "smoke" and arm.seed == CONTROL.seed + 2 and arm.data.N == 16
-    assert StudyOptions(scale="smoke", device="cuda").prepare(CONTROL).device == "cuda"
+    assert StudyOptions(scale="smoke", device="cpu").prepare(CONTROL).device == "cpu"
+
+
+def test_device_option_is_checked_before_any_training():
+    with pytest.raises(ValueError, match="--sk-device: got 'gpu'"):
+        StudyOptions(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--sk-device: 'cuda' requested but CUDA"):
+            StudyOptions(device="cuda")
 
 
 def test_reference_is_loaded_from_the_last_record_else_run(options):

@@ -103,16 +103,16 @@ def versions() -> dict[str, str]:
     }
 
 
-def check_device(device: str) -> None:
-    """Raise ``ValueError`` before any work when ``device`` is not available here."""
+def check_device(device: str, field: str = "Arm.device") -> None:
+    """Raise ``ValueError`` (naming ``field``) before any work when ``device`` is not here."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Arm.device: {device!r} requested but CUDA is not available here")
+        raise ValueError(f"{field}: {device!r} requested but CUDA is not available here")
     if device.startswith("cuda:") and int(device.split(":")[1]) >= torch.cuda.device_count():
         raise ValueError(
-            f"Arm.device: {device!r} requested; {torch.cuda.device_count()} CUDA device(s) here"
+            f"{field}: {device!r} requested; {torch.cuda.device_count()} CUDA device(s) here"
         )
     if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("Arm.device: 'mps' requested but MPS is not available here")
+        raise ValueError(f"{field}: 'mps' requested but MPS is not available here")
 
 
 def seeds(arm: Arm) -> dict[str, int]:

@@ -36,6 +36,15 @@ class StudyOptions:
             raise ValueError(f"--sk-scale: got {self.scale!r}; allowed: one of {SCALES}")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
+        if self.device is not None:
+            from stabilitykit.arm import DEVICE_PATTERN
+            from stabilitykit.run import check_device
+
+            if not DEVICE_PATTERN.match(self.device):
+                raise ValueError(
+                    f"--sk-device: got {self.device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'"
+                )
+            check_device(self.device, field="--sk-device")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"--sk-threads: got {self.threads!r}; allowed: an int >= 1")
 
