@@ -5,9 +5,9 @@ from stabilitykit.models.generators import (
     CNNGenerator,
     FNOGenerator,
     HybridGenerator,
-    Layout,
     StableHybridGenerator,
 )
+from stabilitykit.models.layout import Layout
 from stabilitykit.models.registry import (
     ARCHITECTURES,
     architecture_defaults,

@@ -1,145 +1,28 @@
 """Generators: measured amplitudes ``(B, C, N, N)`` float32 -> object ``(B, C, N, N)`` complex64.
 
 The architectures of DOMAIN §3. Every generator ends in a 1x1 head to ``2 * C`` channels, the real
-parts then the imaginary parts, combined with ``torch.complex``.
-
-The depth rule of ``hybrid``
-----------------------------
-The original hybrid halved the grid and doubled the channels once per block, so 8 blocks at
-N = 64 asked for a sub-pixel level and 4.4 B parameters. Ours, for ``fno_blocks`` blocks on an
-``N x N`` grid:
-
-- encoder levels ``L = min(fno_blocks, 1 + floor(log2(N / min_resolution)))``; level ``i`` runs at
-  ``N / 2**i`` px, so no level is coarser than ``min_resolution`` and ``N`` must be divisible by
-  ``2**(L - 1)``;
-- level ``i`` has ``min(width * 2**i, max_channels)`` channels (``max_channels`` defaults to
-  ``8 * width``);
-- one block per level; the remaining ``fno_blocks - L`` blocks are stacked at the coarsest level
-  (same channels), followed by the bottleneck block;
-- at a level of ``r`` px the modes are capped to ``modes_x <= r // 2``, ``modes_y <= r // 2 + 1``;
-  the bottleneck uses ``max(1, modes // 2)`` modes, capped likewise. ``modes`` itself must fit the
-  full grid (``2 * modes <= N``).
-
-At N = 64, width 32, 4 blocks: 64/32/16/8 px with 32/64/128/256 channels (as in DOMAIN); 6 and 8
-blocks add 2 and 4 blocks of 256 channels at 8 px.
+parts then the imaginary parts, combined with ``torch.complex``. Their layouts (levels, channels,
+modes; the depth rule of ``hybrid``) come from :mod:`stabilitykit.models.layout`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from stabilitykit.models.blocks import PtychoBlock, StablePtychoBlock
+from stabilitykit.models.layout import (
+    Layout,
+    Modes,
+    check_int,
+    check_layerscale_init,
+    cnn_layout,
+    fno_layout,
+    hybrid_layout,
+)
 from stabilitykit.models.spectral import SpectralConv2d
-
-Modes = tuple[int, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Per-level structure of a generator, computed (and validated) before any weight exists.
-
-    ``modes`` and ``blocks_per_level`` are empty for a network without spectral layers.
-    """
-
-    resolutions: tuple[int, ...]
-    channels: tuple[int, ...]
-    modes: tuple[Modes, ...]
-    blocks_per_level: tuple[int, ...]
-    bottleneck_modes: Modes | None
-
-    @property
-    def levels(self) -> int:
-        return len(self.resolutions)
-
-    @property
-    def extra_blocks(self) -> int:
-        """Spectral blocks at the coarsest level beyond the one every level has."""
-        return self.blocks_per_level[-1] - 1 if self.blocks_per_level else 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (lists, not tuples)."""
-        bottleneck = self.bottleneck_modes
-        return {
-            "levels": self.levels,
-            "resolutions": list(self.resolutions),
-            "channels": list(self.channels),
-            "modes": [list(m) for m in self.modes],
-            "blocks_per_level": list(self.blocks_per_level),
-            "extra_blocks": self.extra_blocks,
-            "bottleneck_modes": None if bottleneck is None else list(bottleneck),
-        }
-
-
-def _check_int(arch: str, name: str, value: object, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{arch}: {name} must be {kind}, got {value!r}")
-
-
-def _check_full_grid_modes(arch: str, grid: int, modes: int) -> None:
-    if 2 * modes > grid:
-        raise ValueError(
-            f"{arch}: modes={modes} does not fit grid={grid}; allowed: modes <= {grid // 2} "
-            f"(2 * modes <= grid)"
-        )
-
-
-def _check_divisible(arch: str, grid: int, levels: int, why: str) -> None:
-    step = 2 ** (levels - 1)
-    if grid % step:
-        raise ValueError(
-            f"{arch}: grid={grid} cannot be halved {levels - 1} times ({why}); "
-            f"allowed: a multiple of {step}"
-        )
-
-
-def _capped_modes(modes: int, resolution: int) -> Modes:
-    return max(1, min(modes, resolution // 2)), max(1, min(modes, resolution // 2 + 1))
-
-
-def hybrid_layout(
-    arch: str,
-    grid: int,
-    *,
-    width: int,
-    modes: int,
-    fno_blocks: int,
-    min_resolution: int,
-    max_channels: int | None,
-) -> Layout:
-    """Levels of the hybrid U-Net under the depth rule of this module; ``ValueError`` if invalid."""
-    _check_int(arch, "grid", grid)
-    for name, value in (("width", width), ("modes", modes), ("fno_blocks", fno_blocks)):
-        _check_int(arch, name, value)
-    _check_int(arch, "min_resolution", min_resolution, minimum=2)
-    if min_resolution > grid:
-        raise ValueError(
-            f"{arch}: min_resolution={min_resolution} exceeds grid={grid}; "
-            f"allowed: 2 <= min_resolution <= grid"
-        )
-    cap = 8 * width if max_channels is None else max_channels
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap < width:
-        raise ValueError(
-            f"{arch}: max_channels must be None or an int >= width={width}, got {max_channels!r}"
-        )
-    _check_full_grid_modes(arch, grid, modes)
-    halvings = (grid // min_resolution).bit_length() - 1  # floor(log2(grid / min_resolution))
-    levels = min(fno_blocks, 1 + halvings)
-    why = f"{levels} levels from fno_blocks={fno_blocks}, min_resolution={min_resolution}"
-    _check_divisible(arch, grid, levels, why)
-    resolutions = tuple(grid >> i for i in range(levels))
-    return Layout(
-        resolutions=resolutions,
-        channels=tuple(min(width << i, cap) for i in range(levels)),
-        modes=tuple(_capped_modes(modes, r) for r in resolutions),
-        blocks_per_level=(1,) * (levels - 1) + (1 + fno_blocks - levels,),
-        bottleneck_modes=_capped_modes(max(1, modes // 2), resolutions[-1]),
-    )
 
 
 def _check_input(arch: str, x: torch.Tensor, in_channels: int, grid: int) -> None:
@@ -231,7 +114,7 @@ class HybridGenerator(_Generator):
             "min_resolution": min_resolution,
             "max_channels": max_channels,
         }
-        _check_int(self.architecture, "in_channels", in_channels)
+        check_int(self.architecture, "in_channels", in_channels)
         layout = hybrid_layout(self.architecture, grid, **kwargs)
         super().__init__(in_channels, grid, {**kwargs, **self._block_options()})
         self.layout = layout
@@ -299,7 +182,7 @@ class StableHybridGenerator(HybridGenerator):
         max_channels: int | None = None,
         layerscale_init: float = 1e-3,
     ) -> None:
-        _check_layerscale_init(self.architecture, layerscale_init)
+        check_layerscale_init(self.architecture, layerscale_init)
         # Read by _new_block while HybridGenerator.__init__ builds the blocks.
         self.layerscale_init = float(layerscale_init)
         super().__init__(
@@ -315,7 +198,7 @@ class StableHybridGenerator(HybridGenerator):
     @classmethod
     def plan(cls, grid: int, *, layerscale_init: float, **kwargs: Any) -> Layout:
         """As :meth:`HybridGenerator.plan`, also checking ``layerscale_init``."""
-        _check_layerscale_init(cls.architecture, layerscale_init)
+        check_layerscale_init(cls.architecture, layerscale_init)
         return hybrid_layout(cls.architecture, grid, **kwargs)
 
     def _block_options(self) -> dict[str, Any]:
@@ -323,25 +206,6 @@ class StableHybridGenerator(HybridGenerator):
 
     def _new_block(self, channels: int, modes: Modes) -> nn.Module:
         return StablePtychoBlock(channels, *modes, layerscale_init=self.layerscale_init)
-
-
-def _check_layerscale_init(arch: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"{arch}: layerscale_init must be a finite number >= 0, got {value!r}")
-
-
-def fno_layout(arch: str, grid: int, *, width: int, modes: int, fno_blocks: int) -> Layout:
-    """One full-resolution level holding every block; ``ValueError`` if invalid."""
-    _check_int(arch, "grid", grid)
-    for name, value in (("width", width), ("modes", modes), ("fno_blocks", fno_blocks)):
-        _check_int(arch, name, value)
-    _check_full_grid_modes(arch, grid, modes)
-    return Layout((grid,), (width,), ((modes, modes),), (fno_blocks,), None)
 
 
 class FNOGenerator(_Generator):
@@ -357,7 +221,7 @@ class FNOGenerator(_Generator):
         self, in_channels: int, grid: int, *, width: int = 32, modes: int = 12, fno_blocks: int = 4
     ) -> None:
         kwargs = {"width": width, "modes": modes, "fno_blocks": fno_blocks}
-        _check_int(self.architecture, "in_channels", in_channels)
+        check_int(self.architecture, "in_channels", in_channels)
         layout = fno_layout(self.architecture, grid, **kwargs)
         super().__init__(in_channels, grid, kwargs)
         self.layout = layout
@@ -385,21 +249,6 @@ class FNOGenerator(_Generator):
         return _to_complex(self.head(h), self.in_channels)
 
 
-def cnn_layout(arch: str, grid: int, *, width: int, levels: int) -> Layout:
-    """A plain U-Net halving ``levels - 1`` times and doubling channels; ``ValueError``."""
-    _check_int(arch, "grid", grid)
-    _check_int(arch, "width", width)
-    _check_int(arch, "levels", levels)
-    _check_divisible(arch, grid, levels, f"levels={levels}")
-    return Layout(
-        resolutions=tuple(grid >> i for i in range(levels)),
-        channels=tuple(width << i for i in range(levels)),
-        modes=(),
-        blocks_per_level=(),
-        bottleneck_modes=None,
-    )
-
-
 def _conv_stage(channels: int) -> nn.Sequential:
     """(Conv3x3 -> GELU) x 2 at constant channels."""
     return nn.Sequential(
@@ -421,7 +270,7 @@ class CNNGenerator(_Generator):
 
     def __init__(self, in_channels: int, grid: int, *, width: int = 32, levels: int = 4) -> None:
         kwargs = {"width": width, "levels": levels}
-        _check_int(self.architecture, "in_channels", in_channels)
+        check_int(self.architecture, "in_channels", in_channels)
         layout = cnn_layout(self.architecture, grid, **kwargs)
         super().__init__(in_channels, grid, kwargs)
         self.layout = layout
