@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stabilitykit.arm import SCALES, Arm, apply_scale
-from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
+from stabilitykit.arm import DEVICE_PATTERN, SCALES, Arm, apply_scale
+from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record
-from stabilitykit.run import STATUS_VERDICTS, ArmResult, code_fingerprint, run_arm
+from stabilitykit.run import ArmResult, check_device, code_fingerprint, run_arm
 
 STAGE_PREFIX = "stage_"
 
@@ -37,9 +37,6 @@ class StudyOptions:
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
         if self.device is not None:
-            from stabilitykit.arm import DEVICE_PATTERN
-            from stabilitykit.run import check_device
-
             if not DEVICE_PATTERN.match(self.device):
                 raise ValueError(
                     f"--sk-device: got {self.device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'"
@@ -113,14 +110,10 @@ def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
     return best
 
 
-def result_from_record(record: RunRecord, criteria: Iterable[Criterion] | None = None) -> ArmResult:
-    """An :class:`ArmResult` from a record (re-judged with ``criteria`` when given)."""
-    verdict = record.verdict
-    status = record.stats.get("status")
-    if criteria is not None and status not in STATUS_VERDICTS:
-        verdict = judge(Observation(record.stats, record.metrics, record.history), criteria)
+def result_from_record(record: RunRecord) -> ArmResult:
+    """An :class:`ArmResult` from a complete record, with the verdict it was given."""
     arm = Arm.from_dict(record.config["arm"])
-    return ArmResult(arm, verdict, record.metrics, record.stats, record.history, record.path)
+    return ArmResult(arm, record.verdict, record.metrics, record.stats, record.history, record.path)
 
 
 def reference_result(
