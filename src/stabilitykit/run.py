@@ -185,6 +185,11 @@ def _config(
         "parameters": count_parameters(model) if model is not None else None,
         "clipping": clipper.description,
         "hostname": platform.node(),
+        # CPU kernels (oneDNN, MKL) are chosen per processor: numbers are exact per machine kind
+        "cpu": {
+            "machine": platform.machine(),
+            "capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "tags": tags,
     }
 
