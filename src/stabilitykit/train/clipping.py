@@ -127,8 +127,14 @@ def unitwise_norm(x: Tensor, unit_dim: int = 0) -> Tensor:
             f"{tuple(x.shape)}, got {unit_dim}"
         )
     unit_dim %= x.ndim
-    dims = tuple(d for d in range(x.ndim) if d != unit_dim)
-    return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+    units = x.shape[unit_dim]
+    # Sum of squares as a column sum over the leading dims, then a row sum per unit: contiguous
+    # reductions, several times faster on CPU than a norm over scattered dims (the 6-d spectral
+    # weight's unit axis sits between its modes and re/im).
+    squares = x.real.square() + x.imag.square() if x.is_complex() else x.square()
+    columns = squares.reshape(math.prod(x.shape[:unit_dim]), -1).sum(dim=0)
+    norms = columns.reshape(units, -1).sum(dim=1).sqrt()
+    return norms.reshape([units if d == unit_dim else 1 for d in range(x.ndim)])
 
 
 def agc_unit(
