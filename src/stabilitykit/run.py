@@ -33,9 +33,7 @@ from stabilitykit.record.run_record import (
     RunWriter,
     new_run_dir,
     read_record,
-    read_steps,
 )
-from stabilitykit.record.schema import STEPS
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.loop import (
     TrainOutcome,
@@ -306,28 +304,36 @@ def run_arm(
     True shows a rich progress bar when stderr is a terminal, False none, or a callable
     ``(step, total_steps, info)``.
     """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
+    previous = torch.get_num_threads()
     if threads is not None:
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
-        previous = torch.get_num_threads()
         torch.set_num_threads(threads)
-        try:
-            return run_arm(
-                arm,
-                out_dir=out_dir,
-                cache_dir=cache_dir,
-                criteria=criteria,
-                progress=progress,
-                tags=tags,
-            )
-        finally:
-            torch.set_num_threads(previous)
+    try:
+        return _run_arm(arm, out_dir, cache_dir, criteria, progress, tags or {})
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_arm(
+    arm: Arm,
+    out_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike | None,
+    criteria: Iterable[Criterion],
+    progress: bool | ProgressFn,
+    tags: dict[str, str],
+) -> ArmResult:
     check_device(arm.device)
     device = torch.device(arm.device)
     data = load_or_build(arm.data, cache_dir if cache_dir is not None else default_cache_dir())
     writer = RunWriter(new_run_dir(out_dir, arm.id))
     clipper = Clipper(arm.clip, arm.clip_value)
     history: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+
+    def on_steps(rows: list[dict[str, Any]]) -> None:
+        writer.append_steps(rows)
+        steps.extend(rows)
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
@@ -344,19 +350,19 @@ def run_arm(
                 grid=arm.data.N,
                 **arm.model_kwargs(),
             ).to(device)
-            writer.write_config(_config(arm, data, model, clipper, tags or {}))
+            writer.write_config(_config(arm, data, model, clipper, tags))
             setup = _setup(arm, data, model, clipper, device)
             if callable(progress) or not progress:
-                outcome = train(setup, writer.append_steps, on_epoch, progress or None)
+                outcome = train(setup, on_steps, on_epoch, progress or None)
             else:
                 with terminal_progress(arm.id) as bar:
-                    outcome = train(setup, writer.append_steps, on_epoch, bar)
+                    outcome = train(setup, on_steps, on_epoch, bar)
         except KeyboardInterrupt:
             outcome = TrainOutcome(status="interrupted")
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
             outcome = _failure(exc)
         if not (writer.path / "config.json").exists():
-            writer.write_config(_config(arm, data, model, clipper, tags or {}))
+            writer.write_config(_config(arm, data, model, clipper, tags))
         metrics: dict[str, Any] = {}
         if outcome.status == "completed" and model is not None and setup is not None:
             try:
@@ -370,7 +376,6 @@ def run_arm(
             "traceback": outcome.traceback,
             **summarise_history(history),
         }
-        steps, _ = read_steps(writer.path / STEPS)
         stats.update(summarise_steps(steps))
         if outcome.nonfinite_step is not None:
             stats["nonfinite"], stats["nonfinite_step"] = True, outcome.nonfinite_step
