@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-from stabilitykit.data import GridLinesSpec, build_dataset, load_or_build
+from stabilitykit.workloads.gridlines.cache import load_or_build
+from stabilitykit.workloads.gridlines.simulate import build_dataset
+from stabilitykit.workloads.gridlines.spec import GridLinesSpec
 
 
 def _mean_counts(diffraction: np.ndarray, intensity_scale: float) -> float:

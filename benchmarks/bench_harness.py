@@ -18,14 +18,14 @@ import time
 import torch
 
 from stabilitykit.arm import apply_scale
-from stabilitykit.data.cache import default_cache_dir, load_or_build
 from stabilitykit.models.registry import build_model
-from stabilitykit.physics.forward import far_field_amplitude
-from stabilitykit.physics.losses import mae_loss
 from stabilitykit.record.run_record import RunWriter, new_run_dir
-from stabilitykit.study import CONTROL
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.loop import TrainSetup, build_optimizer, train
+from stabilitykit.workloads.gridlines.cache import default_cache_dir, load_or_build
+from stabilitykit.workloads.gridlines.forward import far_field_amplitude
+from stabilitykit.workloads.gridlines.losses import mae_loss
+from stabilitykit.workloads.gridlines.study import CONTROL
 
 
 def fresh_model(arm):

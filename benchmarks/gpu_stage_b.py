@@ -19,11 +19,11 @@ import warnings
 import torch
 
 from stabilitykit.arm import apply_scale
-from stabilitykit.data.cache import load_or_build
 from stabilitykit.run import _setup, run_arm
-from stabilitykit.study import DEEP_CONTROL
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.loop import train
+from stabilitykit.workloads.gridlines.cache import load_or_build
+from stabilitykit.workloads.gridlines.study import DEEP_CONTROL
 
 
 def count_syncs(arm, cache: str, steps: int) -> dict:

@@ -1,12 +1,12 @@
 """Stage A: does clipping or LayerScale change the stability of the 4-block hybrid?
 
-Arms (DOMAIN.md §6): control (hybrid, clip norm 1.0), agc (AGC per tensor, lambda 0.01),
+Arms (docs/gridlines.md §6): control (hybrid, clip norm 1.0), agc (AGC per tensor, lambda 0.01),
 stable (stable_hybrid, LayerScale 1e-3, no clipping).
 """
 
 import pytest
 
-from stabilitykit.study import STAGE_A
+from stabilitykit.workloads.gridlines.study import STAGE_A
 
 
 @pytest.mark.stability

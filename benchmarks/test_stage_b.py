@@ -1,14 +1,14 @@
 """Stage B: does instability emerge at depth 8?
 
 The deep control (the Stage A control at fno_blocks 8, grad norm every step) must show no NaN, a
-bounded grad norm, and val loss and amp SSIM no worse than Stage A's control (DOMAIN.md §6).
+bounded grad norm, and val loss and amp SSIM no worse than Stage A's control (docs/gridlines.md §6).
 Stage A's control comes from its last record at this scale, or is run now.
 """
 
 import pytest
 
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, NoWorseThan
-from stabilitykit.study import CONTROL, STAGE_B
+from stabilitykit.workloads.gridlines.study import CONTROL, STAGE_B
 
 
 @pytest.mark.stability

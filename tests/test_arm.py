@@ -1,7 +1,7 @@
 import pytest
 
 from stabilitykit.arm import SCALES, Arm, apply_scale
-from stabilitykit.study import AGC, CONTROL, DEEP_CONTROL, STABLE
+from stabilitykit.workloads.gridlines.study import AGC, CONTROL, DEEP_CONTROL, STABLE
 
 
 def test_replace_derives_a_variant_and_changes_the_hash():

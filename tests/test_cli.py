@@ -25,6 +25,7 @@ def write_run(root, arm=CONTROL, verdict="stable", stage="stage_a", **values):
             "arm_hash": arm.hash,
             "family_hash": arm.family_hash,
             "scale": arm.scale,
+            "workload": arm.workload_impl.describe(),
             "tags": {"stage": stage, "session": "test"},
         }
     )

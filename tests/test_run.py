@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-import stabilitykit.run as run_module
+import stabilitykit.workloads.gridlines.workload as gridlines
 from stabilitykit.arm import apply_scale
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.record.run_record import read_record
 from stabilitykit.run import run_arm
-from stabilitykit.study import CONTROL, STABLE
+from stabilitykit.workloads.gridlines.study import CONTROL, STABLE
 
 SMOKE = apply_scale(CONTROL, "smoke")
 TIMING = {"train_seconds"}
@@ -83,7 +83,7 @@ class ConstantGenerator(nn.Module):
 
 
 def test_constant_output_is_collapsed(run, monkeypatch):
-    monkeypatch.setattr(run_module, "build_model", lambda *a, **k: ConstantGenerator())
+    monkeypatch.setattr(gridlines, "build_model", lambda *a, **k: ConstantGenerator())
     result = run(SMOKE)
     assert result.verdict.kind is VerdictKind.COLLAPSED
     assert result.verdict.evidence[0].criterion == "no_collapse"
@@ -103,7 +103,7 @@ def test_out_of_memory_is_a_verdict(run, monkeypatch):
     def too_big(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.4 GiB")
 
-    monkeypatch.setattr(run_module, "build_model", too_big)
+    monkeypatch.setattr(gridlines, "build_model", too_big)
     result = run(SMOKE)
     assert result.verdict.kind is VerdictKind.OUT_OF_MEMORY
     assert "16.4 GiB" in result.verdict.evidence[0].message
@@ -115,7 +115,7 @@ def test_an_exception_is_an_error_verdict_with_traceback(run, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("loss exploded the kernel")
 
-    monkeypatch.setattr(run_module, "get_loss", lambda name: broken)
+    monkeypatch.setattr(gridlines, "get_loss", lambda name: broken)
     result = run(SMOKE)
     assert result.verdict.kind is VerdictKind.ERROR
     assert "loss exploded the kernel" in result.stats["traceback"]
@@ -123,7 +123,7 @@ def test_an_exception_is_an_error_verdict_with_traceback(run, monkeypatch):
 
 def test_ctrl_c_records_interrupted_then_reraises(tmp_path, monkeypatch):
     calls = {"n": 0}
-    mae = run_module.get_loss("mae")
+    mae = gridlines.get_loss("mae")
 
     def interrupt_at_third_step(pred, x):
         calls["n"] += 1
@@ -131,7 +131,7 @@ def test_ctrl_c_records_interrupted_then_reraises(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return mae(pred, x)
 
-    monkeypatch.setattr(run_module, "get_loss", lambda name: interrupt_at_third_step)
+    monkeypatch.setattr(gridlines, "get_loss", lambda name: interrupt_at_third_step)
     with pytest.raises(KeyboardInterrupt):
         run_arm(SMOKE, out_dir=tmp_path, cache_dir=tmp_path / "cache")
     (run_dir,) = (tmp_path / "runs").iterdir()

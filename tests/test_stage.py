@@ -10,7 +10,7 @@ from stabilitykit.stage import (
     run_in_stage,
     session_records,
 )
-from stabilitykit.study import CONTROL
+from stabilitykit.workloads.gridlines.study import CONTROL
 
 
 @pytest.fixture

@@ -184,16 +184,21 @@ def sk_options(request: pytest.FixtureRequest) -> StudyOptions:
 
 @pytest.fixture(scope="session")
 def sk_dataset(sk_options: StudyOptions):
-    """Factory for grid-lines data sets, backed by the content-addressed cache::
+    """Factory for a workload's data sets, backed by the content-addressed cache::
 
     def test_data(sk_dataset):
-        data = sk_dataset(GridLinesSpec(N=32, object_size=128))
+        data = sk_dataset(GridLinesSpec(N=32, object_size=128), workload="gridlines")
         assert data.train.diffraction.shape[1:] == (32, 32, 1)
     """
-    from stabilitykit.data.cache import default_cache_dir, load_or_build
+    from stabilitykit.cache import default_cache_dir
+    from stabilitykit.workload import get_workload
 
     cache = sk_options.cache_dir or default_cache_dir()
-    return lambda spec: load_or_build(spec, cache)
+
+    def build(spec: Any, workload: Any = "gridlines") -> Any:
+        return get_workload(workload).build_data(spec, cache)
+
+    return build
 
 
 @pytest.fixture

@@ -20,14 +20,9 @@ import numpy as np
 import torch
 
 from stabilitykit.arm import Arm
-from stabilitykit.data.cache import default_cache_dir, load_or_build
-from stabilitykit.data.simulate import GridLinesData
-from stabilitykit.evaluate.metrics import evaluate_object
-from stabilitykit.evaluate.stitch import stitch_patches, stitched_region, trim
+from stabilitykit.cache import default_cache_dir
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
-from stabilitykit.models.registry import build_model, count_parameters
-from stabilitykit.physics.losses import get_loss
 from stabilitykit.record.run_record import (
     RunRecord,
     RunWriter,
@@ -43,6 +38,7 @@ from stabilitykit.train.loop import (
     train,
 )
 from stabilitykit.train.telemetry import summarise_history, summarise_steps
+from stabilitykit.workload import Evaluation, Tensors, Workload, WorkloadError
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -69,8 +65,9 @@ class ArmResult:
         return read_record(self.run_dir)
 
 
-#: The code on the path from arm to numbers; a change here may change every result.
-NUMERIC_CODE = ("arm.py", "run.py", "data", "physics", "models", "train", "evaluate")
+#: The engine's code on the path from arm to numbers (each workload's code has a fingerprint of
+#: its own, in the arm hash).
+NUMERIC_CODE = ("arm.py", "run.py", "workload.py", "cache.py", "train")
 
 
 @functools.cache
@@ -115,7 +112,12 @@ def check_device(device: str, field: str = "Arm.device") -> None:
 
 def seeds(arm: Arm) -> dict[str, int]:
     """The effective seeds, all derived from the arm (recorded in config.json)."""
-    return {"model_init": arm.seed, "shuffle": arm.seed + 1, "data": arm.data.seed}
+    return {"model_init": arm.seed, "shuffle": arm.seed + 1, **arm.workload_impl.seeds(arm.data)}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of scalar parameters of ``model`` (all of them)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _model_summaries(model: torch.nn.Module) -> dict[str, Any]:
@@ -140,27 +142,9 @@ def _model_summaries(model: torch.nn.Module) -> dict[str, Any]:
     return out
 
 
-@torch.no_grad()
-def predict_image(
-    model: torch.nn.Module, data: GridLinesData, x_test: torch.Tensor, image: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stitched complex prediction and ground truth of test ``image``, 2 px trimmed per side."""
-    model.eval()
-    split = data.test
-    idx = split.patches_of_image(image)
-    chunks = np.array_split(idx, max(1, len(idx) // 128))
-    preds = [model(x_test[torch.as_tensor(c, device=x_test.device)]) for c in chunks]
-    patches = torch.cat(preds)[:, 0].cpu().numpy()
-    coords = split.coords[idx, 0]
-    stitched = stitch_patches(patches, coords, split.stride)
-    rows, cols = stitched_region(coords, data.spec.N, split.stride)
-    truth = split.objects[image][rows, cols]
-    return trim(stitched), trim(truth)
-
-
 def _config(
     arm: Arm,
-    data: GridLinesData,
+    data_hash: str,
     model: torch.nn.Module | None,
     clipper: Clipper,
     tags: dict[str, str],
@@ -177,7 +161,8 @@ def _config(
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
         "code_fingerprint": code_fingerprint(),
-        "data_hash": data.data_hash,
+        "data_hash": data_hash,
+        "workload": arm.workload_impl.describe(),
         "spectral_implementation": getattr(model, "spectral_implementation", None),
         "model": describe() if callable(describe) else {},
         "parameters": count_parameters(model) if model is not None else None,
@@ -193,17 +178,13 @@ def _config(
 
 
 def _setup(
-    arm: Arm, data: GridLinesData, model: torch.nn.Module, clipper: Clipper, device: torch.device
+    arm: Arm, data: Any, model: torch.nn.Module, clipper: Clipper, device: torch.device
 ) -> TrainSetup:
-    def on_device(diffraction: np.ndarray) -> torch.Tensor:  # (n, N, N, C) -> (n, C, N, N)
-        return torch.as_tensor(diffraction).permute(0, 3, 1, 2).contiguous().to(device)
-
+    workload = arm.workload_impl
     return TrainSetup(
         model=model,
-        x_train=on_device(data.train.diffraction),
-        x_test=on_device(data.test.diffraction),
-        probe=torch.as_tensor(data.probe).to(device),
-        loss_fn=get_loss(arm.loss),
+        tensors=workload.tensors(data, device),
+        loss_fn=workload.loss_fn(arm.loss, data, device),
         optimizer=build_optimizer(
             arm.optimizer, model.parameters(), arm.lr, arm.betas, arm.weight_decay
         ),
@@ -213,9 +194,12 @@ def _setup(
         grad_norm_every=arm.grad_norm_every,
         scheduler=arm.scheduler,
         warmup_epochs=arm.warmup_epochs,
+        lr_step_epochs=arm.lr_step_epochs,
+        lr_gamma=arm.lr_gamma,
         shuffle_seed=seeds(arm)["shuffle"],
         # one host sync per flush: every step on the CPU, every 64 steps on an accelerator
         flush_every=1 if device.type == "cpu" else 64,
+        label=f"workload {workload.name!r}",
     )
 
 
@@ -227,13 +211,20 @@ def _failure(exc: BaseException) -> TrainOutcome:
 
 
 def _evaluate(
-    model: torch.nn.Module, data: GridLinesData, setup: TrainSetup, writer: RunWriter
+    workload: Workload, model: torch.nn.Module, data: Any, tensors: Tensors, writer: RunWriter
 ) -> dict[str, Any]:
-    prediction, truth = predict_image(model, data, setup.x_test)
-    writer.save_reconstruction(prediction, truth)
-    metrics = evaluate_object(prediction, truth, phase_enabled=data.spec.phase)
-    metrics["gt_amp_std"] = float(np.abs(truth).std())
-    return metrics
+    model.eval()
+    with torch.no_grad():
+        evaluation = workload.evaluate(model, data, tensors)
+    if not isinstance(evaluation, Evaluation):
+        raise WorkloadError(
+            workload.name, "evaluate", f"expected an Evaluation, got {type(evaluation).__name__}"
+        )
+    workload.check_metrics(evaluation.metrics)
+    if evaluation.images:
+        prediction, truth = next(iter(evaluation.images.values()))
+        writer.save_reconstruction(prediction, truth)
+    return dict(evaluation.metrics)
 
 
 @contextlib.contextmanager
@@ -275,12 +266,13 @@ def _verdict(
     metrics: dict[str, Any],
     history: list,
     criteria: Iterable[Criterion],
+    workload: dict[str, Any],
 ) -> Verdict:
     if outcome.status in STATUS_VERDICTS:
         message = outcome.error or outcome.status
         evidence = Evidence("run", message, step=outcome.steps or None)
         return Verdict(STATUS_VERDICTS[outcome.status], (evidence,))
-    return judge(Observation(stats, metrics, history), criteria)
+    return judge(Observation(stats, metrics, history, workload), criteria)
 
 
 def run_arm(
@@ -323,9 +315,15 @@ def _run_arm(
     progress: bool | ProgressFn,
     tags: dict[str, str],
 ) -> ArmResult:
+    if not isinstance(arm, Arm):
+        raise TypeError(f"run_arm: arm: expected an Arm, got {type(arm).__name__}")
     check_device(arm.device)
     device = torch.device(arm.device)
-    data = load_or_build(arm.data, cache_dir if cache_dir is not None else default_cache_dir())
+    workload = arm.workload_impl
+    data = workload.build_data(
+        arm.data, Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    )
+    data_hash = workload.data_hash(arm.data)
     writer = RunWriter(new_run_dir(out_dir, arm.id))
     clipper = Clipper(arm.clip, arm.clip_value)
     history: list[dict[str, Any]] = []
@@ -344,13 +342,13 @@ def _run_arm(
     try:
         try:
             torch.manual_seed(seeds(arm)["model_init"])
-            model = build_model(
-                arm.architecture,
-                in_channels=arm.data.channels,
-                grid=arm.data.N,
-                **arm.model_kwargs(),
-            ).to(device)
-            writer.write_config(_config(arm, data, model, clipper, tags))
+            model = workload.build_model(data, arm.architecture, **arm.model_kwargs())
+            if not isinstance(model, torch.nn.Module):
+                raise WorkloadError(
+                    workload.name, "build_model", f"expected an nn.Module, got {type(model)}"
+                )
+            model = model.to(device)
+            writer.write_config(_config(arm, data_hash, model, clipper, tags))
             setup = _setup(arm, data, model, clipper, device)
             if callable(progress) or not progress:
                 outcome = train(setup, on_steps, on_epoch, progress or None)
@@ -362,11 +360,11 @@ def _run_arm(
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
             outcome = _failure(exc)
         if not (writer.path / "config.json").exists():
-            writer.write_config(_config(arm, data, model, clipper, tags))
+            writer.write_config(_config(arm, data_hash, model, clipper, tags))
         metrics: dict[str, Any] = {}
         if outcome.status == "completed" and model is not None and setup is not None:
             try:
-                metrics = _evaluate(model, data, setup, writer)
+                metrics = _evaluate(workload, model, data, setup.tensors, writer)
             except Exception as exc:
                 outcome = _failure(exc)
         stats = {
@@ -382,7 +380,7 @@ def _run_arm(
         if model is not None:
             stats.update(_model_summaries(model))
             stats["parameters"] = count_parameters(model)
-        verdict = _verdict(outcome, stats, metrics, history, criteria)
+        verdict = _verdict(outcome, stats, metrics, history, criteria, workload.describe())
         writer.write_metrics(metrics)
         if model is not None:
             writer.save_model(model.state_dict())

@@ -11,13 +11,26 @@ from stabilitykit.gate.baseline import (
     update_baseline,
     write_baseline,
 )
-from stabilitykit.gate.metrics import ArmRun
+from stabilitykit.gate.metrics import DEFAULT_RULES, ArmRun, MetricRule, Rules
 from stabilitykit.record.schema import stamp
 
 GOOD = {"amp_ssim": 0.9, "amp_mae": 0.06, "best_val_loss": 0.02, "train_seconds": 9.0}
+IMAGE_RULES = DEFAULT_RULES.override(
+    amp_ssim=MetricRule("amp_ssim", "higher", abs_tol=0.035),
+    amp_mae=MetricRule("amp_mae", "lower", abs_tol=0.015),
+)
 
 
-def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", arm=None, **values):
+def run(
+    name="control",
+    seed=1,
+    family="f" * 16,
+    verdict="stable",
+    scale="ci",
+    arm=None,
+    rules=IMAGE_RULES,
+    **values,
+):
     return ArmRun(
         arm_id=f"{name}-hybrid-b4-seed{seed}",
         arm_name=name,
@@ -28,6 +41,7 @@ def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", a
         verdict=verdict,
         values={**GOOD, **values},
         arm=arm or {},
+        rules=rules,
     )
 
 
@@ -41,6 +55,45 @@ def test_one_seed_entry_holds_values_and_only_gated_metrics():
         d["seeds"]["1"]["verdict"] == "stable" and d["seeds"]["1"]["arm_hash"] == "ffffffff00000001"
     )
     assert (d["n"], d["failures"], d["verdicts"]) == (1, 0, {"stable": 1})
+
+
+def test_an_entry_holds_the_metrics_of_the_runs_rules_or_of_the_rules_given():
+    engine_only = BaselineEntry.from_runs([run(rules=DEFAULT_RULES)]).to_json()["metrics"]
+    assert set(engine_only) == {"best_val_loss"}  # an older record: no workload metrics
+    given = BaselineEntry.from_runs([run()], Rules([IMAGE_RULES["amp_mae"]]))
+    assert set(given.metrics) == {"amp_mae"}
+    base = baseline_from_runs(
+        [run(), run(name="old", family="e" * 16, rules=DEFAULT_RULES)], stage="s"
+    )
+    assert set(base.entries["f" * 16].metrics) == {"amp_ssim", "amp_mae", "best_val_loss"}
+    assert set(base.entries["e" * 16].metrics) == {"best_val_loss"}
+
+
+def test_the_committed_baselines_still_read_and_gate():
+    from pathlib import Path
+
+    from stabilitykit.gate.compare import gate_arm
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines" / "ci"
+    for name in ("stage_a.json", "stage_b.json"):
+        baseline = read_baseline(root / name)
+        assert baseline.entries
+        entry = next(iter(baseline.entries.values()))
+        seed = next(iter(entry.seeds.values()))
+        same = ArmRun(
+            arm_id=f"{entry.arm_id}-seed{seed.seed}",
+            arm_name=entry.arm_name,
+            arm_hash=seed.arm_hash,
+            family_hash=entry.family_hash,
+            seed=seed.seed,
+            scale=baseline.scale,
+            verdict=seed.verdict,
+            values={k: v for k, v in seed.values.items() if v is not None},
+            rules=IMAGE_RULES,
+        )
+        result = gate_arm(same, baseline)
+        assert result.passed, result.render()
+        assert {c.name for c in result.checks} >= {"verdict", "amp_ssim", "best_val_loss"}
 
 
 def test_seeds_give_median_and_iqr_over_the_stable_ones():

@@ -9,7 +9,22 @@ from stabilitykit.gate.compare import (
     gate_runs,
     unused_entries,
 )
-from stabilitykit.gate.metrics import DEFAULT_RULES, ArmRun, MetricRule
+from stabilitykit.gate.metrics import DEFAULT_RULES, ArmRun, MetricRule, rules_from_config
+
+# The image workload's declarations, as its records' config.json carries them.
+IMAGE_WORKLOAD = {
+    "name": "gridlines",
+    "fingerprint": "0" * 16,
+    "primary_metric": "amp_ssim",
+    "metrics": [
+        {"name": "amp_ssim", "direction": "higher", "abs_tol": 0.035, "floor": "amp_ssim_floor"},
+        {"name": "phase_ssim", "direction": "higher", "abs_tol": 0.015},
+        {"name": "amp_mae", "direction": "lower", "abs_tol": 0.015},
+        {"name": "phase_mae", "direction": "lower", "abs_tol": 0.025},
+    ],
+    "diagnostics": ["amp_ssim_floor"],
+}
+IMAGE_RULES = rules_from_config({"workload": IMAGE_WORKLOAD})
 
 GOOD = {
     "amp_ssim": 0.9,
@@ -21,7 +36,16 @@ GOOD = {
 }
 
 
-def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", arm=None, **values):
+def run(
+    name="control",
+    seed=1,
+    family="f" * 16,
+    verdict="stable",
+    scale="ci",
+    arm=None,
+    rules=IMAGE_RULES,
+    **values,
+):
     return ArmRun(
         arm_id=f"{name}-hybrid-b4-seed{seed}",
         arm_name=name,
@@ -32,6 +56,7 @@ def run(name="control", seed=1, family="f" * 16, verdict="stable", scale="ci", a
         verdict=verdict,
         values={**GOOD, **values},
         arm=arm or {},
+        rules=rules,
     )
 
 
@@ -97,19 +122,59 @@ def test_a_metric_the_run_lost_fails():
 
 
 def test_a_metric_the_baseline_lacks_is_shown_not_gated():
-    rules = DEFAULT_RULES.override(
-        final_val_loss=MetricRule("final_val_loss", "lower", rel_tol=0.1)
-    )
+    rules = IMAGE_RULES.override(final_val_loss=MetricRule("final_val_loss", "lower", rel_tol=0.1))
     result = gate_arm(run(final_val_loss=0.5), baseline(), rules)
     assert result.passed
     assert ("final_val_loss", "not in baseline") in [(c.name, c.status) for c in result.checks]
 
 
 def test_rules_are_overridable_per_benchmark():
-    looser = DEFAULT_RULES.override(amp_ssim=MetricRule("amp_ssim", "higher", abs_tol=0.1))
+    looser = run().rules.override(amp_ssim=MetricRule("amp_ssim", "higher", abs_tol=0.1))
     assert not gate_arm(run(amp_ssim=0.85), baseline()).passed
     assert gate_arm(run(amp_ssim=0.85), baseline(), looser).passed
-    assert gate_arm(run(amp_ssim=0.85), baseline(), {"amp_mae": DEFAULT_RULES["amp_mae"]}).passed
+    assert gate_arm(run(amp_ssim=0.85), baseline(), {"amp_mae": IMAGE_RULES["amp_mae"]}).passed
+    assert gate_arm(run(amp_ssim=0.85), baseline(), DEFAULT_RULES).passed  # engine metrics only
+
+
+FOO = {
+    "name": "made_up",
+    "primary_metric": "foo",
+    "metrics": [{"name": "foo", "label": "foo", "direction": "lower", "abs_tol": 0.1}],
+}
+
+
+def test_the_rules_come_from_the_records_workload_block(tmp_path):
+    from stabilitykit.judge.verdict import Verdict, VerdictKind
+    from stabilitykit.record.run_record import RunWriter, new_run_dir
+
+    def record(foo, root):
+        writer = RunWriter(new_run_dir(tmp_path / root, "x-seed1"))
+        writer.write_config(
+            {
+                "arm": {"name": "x", "seed": 1},
+                "arm_id": "x-seed1",
+                "arm_hash": "a" * 16,
+                "family_hash": "f" * 16,
+                "scale": "ci",
+                "workload": FOO,
+            }
+        )
+        writer.write_metrics({"foo": foo})
+        writer.write_stats({"best_val_loss": 0.02}, Verdict(VerdictKind.STABLE))
+        writer.close()
+        return writer.path
+
+    base = baseline_from_runs([record(1.0, "base")], stage="s")  # the rules of the record
+    assert base.entries["f" * 16].metrics["foo"].median == 1.0
+    worse = gate_arm(record(1.2, "worse"), base)  # 0.2 worse than 1.0: beyond abs_tol 0.1
+    assert worse.status is GateStatus.REGRESSED
+    assert [c.name for c in worse.regressions] == ["foo"]
+    assert "foo 1.2 is above the limit 1.1 (baseline 1, lower is better)" in worse.reason
+    assert gate_arm(record(1.05, "near"), base).passed  # within the tolerance
+    assert gate_arm(record(0.5, "better"), base).improvements[0].name == "foo"
+    assert not gate_runs([record(1.2, "again")], base).ok()
+    # an explicit Rules still wins over the record's
+    assert gate_arm(record(1.2, "explicit"), base, DEFAULT_RULES).passed
 
 
 def test_an_unseen_seed_is_held_against_the_median_widened_by_the_iqr():

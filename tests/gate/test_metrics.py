@@ -8,21 +8,85 @@ from stabilitykit.gate.metrics import (
     ArmRun,
     MetricRule,
     Rules,
+    WorkloadDecl,
     arm_run,
+    as_rules,
     family_id,
+    merged_rules,
     newest_per_arm,
+    rules_from_config,
 )
 from stabilitykit.judge.verdict import Verdict, VerdictKind
 from stabilitykit.record.run_record import RunWriter, new_run_dir
 
+WORKLOAD = {
+    "name": "gridlines",
+    "fingerprint": "0123456789abcdef",
+    "primary_metric": "amp_ssim",
+    "metrics": [
+        {
+            "name": "amp_ssim",
+            "label": "amp SSIM",
+            "direction": "higher",
+            "abs_tol": 0.035,
+            "rel_tol": None,
+            "floor": "amp_ssim_floor",
+        },
+        {"name": "amp_mae", "label": "amp MAE", "direction": "lower", "abs_tol": 0.015},
+        {"name": "amp_psnr", "label": "amp PSNR", "direction": "higher"},  # no tolerance
+    ],
+    "diagnostics": ["amp_ssim_floor", "pred_amp_std"],
+}
 
-def test_default_rules_are_the_studys_gates():
-    assert DEFAULT_RULES["amp_mae"] == MetricRule("amp_mae", "lower", abs_tol=0.015)
-    assert DEFAULT_RULES["phase_mae"] == MetricRule("phase_mae", "lower", abs_tol=0.025)
-    assert DEFAULT_RULES["amp_ssim"] == MetricRule("amp_ssim", "higher", abs_tol=0.035)
-    assert DEFAULT_RULES["phase_ssim"] == MetricRule("phase_ssim", "higher", abs_tol=0.015)
+
+def test_default_rules_are_the_engines_own_metrics():
+    assert list(DEFAULT_RULES) == ["best_val_loss", "grad_norm_preclip_p99"]
     best = DEFAULT_RULES["best_val_loss"]
     assert best.direction == "lower" and best.abs_tol is None and best.rel_tol == 0.25
+    assert DEFAULT_RULES["grad_norm_preclip_p99"].rel_tol == 1.0
+    assert "amp_ssim" not in DEFAULT_RULES  # a workload's metrics come from its records
+
+
+def test_rules_from_config_add_the_declared_metrics():
+    rules = rules_from_config({"workload": WORKLOAD})
+    assert rules["amp_ssim"] == MetricRule("amp_ssim", "higher", abs_tol=0.035)
+    assert rules["amp_mae"] == MetricRule("amp_mae", "lower", abs_tol=0.015)
+    assert "amp_psnr" not in rules  # declared without a tolerance: shown, not gated
+    assert list(rules) == ["amp_ssim", "amp_mae", *DEFAULT_RULES]
+    assert rules_from_config({}) == DEFAULT_RULES  # an older record: the engine's metrics only
+    assert rules_from_config({"workload": None}) == DEFAULT_RULES
+    own = {"name": "best_val_loss", "direction": "lower", "rel_tol": 0.5}
+    assert rules_from_config({"workload": {"metrics": [own]}})["best_val_loss"].rel_tol == 0.5
+    with pytest.raises(ValueError, match=r"workload.metrics\[0\]: m: direction 'up'"):
+        rules_from_config({"workload": {"metrics": [{"name": "m", "direction": "up"}]}})
+
+
+def test_workload_decl_reads_the_block_and_keeps_what_it_can():
+    decl = WorkloadDecl.from_config({"workload": WORKLOAD})
+    assert decl.declared and decl.name == "gridlines" and decl.primary.name == "amp_ssim"
+    assert decl.primary.title == "amp SSIM" and decl.primary.floor == "amp_ssim_floor"
+    assert decl.floors == ("amp_ssim_floor",) and decl.diagnostics[1] == "pred_amp_std"
+    assert WorkloadDecl.from_block(decl.to_json()) == decl  # the stage-metrics row round trip
+    assert not WorkloadDecl.from_config({}).declared and WorkloadDecl().to_json() is None
+    broken = WorkloadDecl.from_block({"metrics": [{"name": "a", "direction": "lower"}, 3]})
+    assert [m.name for m in broken.metrics] == ["a"]
+    assert broken.problems == ("workload.metrics[1]: got int 3; expected an object with a name",)
+
+
+def test_as_rules_defaults_to_the_runs_rules():
+    rules = rules_from_config({"workload": WORKLOAD})
+    run = ArmRun("a-seed1", "a", "h", "f", 1, "ci", "stable", rules=rules)
+    assert as_rules(None, run) is rules and as_rules(None) is DEFAULT_RULES
+    assert as_rules(DEFAULT_RULES, run) is DEFAULT_RULES
+    old = ArmRun("b-seed1", "b", "h2", "g", 1, "ci", "stable")
+    assert old.rules is DEFAULT_RULES
+    assert list(merged_rules([old, run])) == [
+        "best_val_loss",
+        "grad_norm_preclip_p99",
+        "amp_ssim",
+        "amp_mae",
+    ]
+    assert merged_rules([]) is DEFAULT_RULES
 
 
 @pytest.mark.parametrize(
@@ -53,23 +117,25 @@ def test_limits_are_one_sided_and_widened_by_the_spread():
 
 
 def test_override_replaces_adds_and_removes_without_touching_the_defaults():
+    base = rules_from_config({"workload": WORKLOAD})
     looser = MetricRule("amp_ssim", "higher", abs_tol=0.1)
     extra = MetricRule("final_val_loss", "lower", rel_tol=0.5)
-    rules = DEFAULT_RULES.override(amp_ssim=looser, grad_norm_preclip_p99=None)
+    rules = base.override(amp_ssim=looser, grad_norm_preclip_p99=None)
     rules = rules.override({"final_val_loss": extra})
     assert rules["amp_ssim"] is looser and rules["final_val_loss"] is extra
     assert "grad_norm_preclip_p99" not in rules and "grad_norm_preclip_p99" in DEFAULT_RULES
-    assert DEFAULT_RULES["amp_ssim"].abs_tol == 0.035
-    assert isinstance(rules, Rules) and len(rules) == len(DEFAULT_RULES)
+    assert base["amp_ssim"].abs_tol == 0.035
+    assert isinstance(rules, Rules) and len(rules) == len(base)
 
 
 def test_override_rejects_a_rule_under_another_name():
+    mae = MetricRule("amp_mae", "lower", abs_tol=0.015)
     with pytest.raises(ValueError, match="is for metric 'amp_mae'"):
-        DEFAULT_RULES.override(amp_ssim=DEFAULT_RULES["amp_mae"])
+        DEFAULT_RULES.override(amp_ssim=mae)
     with pytest.raises(TypeError, match="expected MetricRule"):
         DEFAULT_RULES.override(amp_ssim=0.1)
     with pytest.raises(ValueError, match="given twice"):
-        Rules([DEFAULT_RULES["amp_mae"], DEFAULT_RULES["amp_mae"]])
+        Rules([mae, mae])
 
 
 def test_arm_run_reads_a_record(tmp_path):
@@ -82,6 +148,7 @@ def test_arm_run_reads_a_record(tmp_path):
             "family_hash": "f" * 16,
             "scale": "ci",
             "tags": {"stage": "stage_a"},
+            "workload": WORKLOAD,
         }
     )
     writer.write_metrics({"amp_ssim": 0.9, "phase_vacuous": False})
@@ -102,6 +169,21 @@ def test_arm_run_reads_a_record(tmp_path):
     assert run.values["grad_norm_preclip_p99"] is None  # logged, but not finite
     assert "status" not in run.values and "phase_vacuous" not in run.values
     assert arm_run(SimpleNamespace(run_dir=writer.path)) == run  # an ArmResult
+    assert run.rules == rules_from_config({"workload": WORKLOAD})
+
+
+def test_arm_run_of_an_older_record_or_a_broken_block(tmp_path):
+    def write(**extra):
+        writer = RunWriter(new_run_dir(tmp_path, "x-seed1"))
+        config = {"arm_id": "x-seed1", "arm_hash": "a" * 16, "family_hash": "f" * 16, **extra}
+        writer.write_config(config)
+        writer.close()
+        return writer.path
+
+    assert arm_run(write()).rules is DEFAULT_RULES
+    broken = write(workload={"metrics": [{"name": "m", "direction": "lower", "abs_tol": -1}]})
+    with pytest.raises(ValueError, match=r"config.json: workload.metrics\[0\]: m: abs_tol -1"):
+        arm_run(broken)
 
 
 def test_arm_run_from_a_row_needs_the_family_hash():
@@ -110,6 +192,9 @@ def test_arm_run_from_a_row_needs_the_family_hash():
         arm_run(row)
     run = arm_run({**row, "family_hash": "f" * 16, "amp_ssim": 0.5, "run": "r1"})
     assert run.values == {"amp_ssim": 0.5} and run.arm_name == "x-hybrid" and run.seed == 1
+    assert run.rules is DEFAULT_RULES  # a row without a workload block
+    declared = arm_run({**row, "family_hash": "f" * 16, "workload": WORKLOAD})
+    assert declared.rules == rules_from_config({"workload": WORKLOAD})
 
 
 def _run(arm_hash, source, complete=True):

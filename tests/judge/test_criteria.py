@@ -26,10 +26,47 @@ HEALTHY_STATS = {
     "final_val_loss": 0.11,
 }
 HEALTHY_METRICS = {"amp_ssim": 0.6, "amp_ssim_floor": 0.25, "pred_amp_std": 0.5, "gt_amp_std": 0.6}
+IMAGE_WORKLOAD = {
+    "name": "images",
+    "primary_metric": "amp_ssim",
+    "metrics": [
+        {
+            "name": "amp_ssim",
+            "label": "amp SSIM",
+            "direction": "higher",
+            "abs_tol": 0.035,
+            "rel_tol": None,
+            "floor": "amp_ssim_floor",
+        },
+    ],
+    "collapse_std": ["pred_amp_std", "gt_amp_std"],
+}
+REGRESSION_WORKLOAD = {
+    "name": "regression",
+    "primary_metric": "rel_l2",
+    "metrics": [
+        {
+            "name": "rel_l2",
+            "label": "rel L2",
+            "direction": "lower",
+            "abs_tol": 0.01,
+            "rel_tol": None,
+            "floor": "rel_l2_floor",
+        },
+    ],
+    "collapse_std": None,
+}
 
 
-def obs(stats=None, metrics=None):
-    return Observation({**HEALTHY_STATS, **(stats or {})}, {**HEALTHY_METRICS, **(metrics or {})})
+def obs(stats=None, metrics=None, workload=IMAGE_WORKLOAD):
+    return Observation(
+        {**HEALTHY_STATS, **(stats or {})}, {**HEALTHY_METRICS, **(metrics or {})}, (), workload
+    )
+
+
+def regression(stats=None, rel_l2=0.05, floor=0.3):
+    metrics = {"rel_l2": rel_l2, "rel_l2_floor": floor}
+    return Observation({**HEALTHY_STATS, **(stats or {})}, metrics, (), REGRESSION_WORKLOAD)
 
 
 def test_healthy_run_is_stable():
@@ -80,7 +117,7 @@ def test_no_learning_is_stagnated():
 
 def test_no_worse_than_reference():
     reference = {"best_val_loss": 0.1, "amp_ssim": 0.6}
-    crit = NoWorseThan(reference, "stage_a/control", val_loss_rtol=0.5, ssim_atol=0.035)
+    crit = NoWorseThan(reference, "stage_a/control", val_loss_rtol=0.5, metric_atol=0.035)
     assert crit.check(obs({"best_val_loss": 0.149}, {"amp_ssim": 0.566})) is None
     kind, evidence = crit.check(obs({"best_val_loss": 0.16}, {"amp_ssim": 0.5}))
     assert kind is VerdictKind.STAGNATED
@@ -123,3 +160,24 @@ def test_with_criteria_replaces_by_name_or_appends():
     ref = NoWorseThan({"best_val_loss": 1.0})
     assert with_criteria(DEFAULT_CRITERIA, ref)[-1] is ref
     assert judge(obs(), criteria).kind is VerdictKind.SPIKING
+
+
+def test_lower_is_better_primary_metric_is_judged_against_its_floor():
+    assert judge(regression(), DEFAULT_CRITERIA).kind is VerdictKind.STABLE
+    kind, evidence = Learns().check(regression(rel_l2=0.31))
+    assert kind is VerdictKind.STAGNATED and "rel L2 0.310" in evidence.message
+    relapsed = regression({"best_val_loss": 0.02, "final_val_loss": 0.2}, rel_l2=0.295)
+    assert NoCollapse().check(relapsed)[0] is VerdictKind.COLLAPSED
+    assert NoCollapse().check(regression({"best_val_loss": 0.02, "final_val_loss": 0.2})) is None
+
+
+def test_no_worse_than_uses_the_metric_direction_and_declared_tolerance():
+    crit = NoWorseThan({"best_val_loss": 0.1, "rel_l2": 0.05}, "control")
+    assert crit.check(regression(rel_l2=0.059)) is None  # within the declared abs_tol 0.01
+    kind, evidence = crit.check(regression(rel_l2=0.07))
+    assert kind is VerdictKind.STAGNATED and "rel L2 0.070 > 0.060" in evidence.message
+
+
+def test_a_workload_without_floor_or_stds_is_judged_on_losses_only():
+    bare = Observation(HEALTHY_STATS, {"x": 1.0}, (), {})
+    assert judge(bare).kind is VerdictKind.STABLE

@@ -9,7 +9,7 @@ pytest_plugins = ["pytester"]
 HEADER = """
 import pytest
 from stabilitykit.judge.criteria import Finite, GradNormBounded
-from stabilitykit.study import CONTROL
+from stabilitykit.workloads.gridlines.study import CONTROL
 
 LENIENT = (Finite(),)
 """
@@ -153,7 +153,7 @@ def test_xdist_gives_one_summary_and_keeps_a_crashed_run(pytester, cache):
         HEADER
         + """
 import os
-import stabilitykit.run as run_module
+import stabilitykit.workloads.gridlines.workload as run_module
 
 @pytest.mark.stability
 @pytest.mark.stage_a
@@ -260,3 +260,40 @@ def test_accept_needs_a_baseline_folder(pytester, cache):
     result = run(pytester, cache, "--sk-accept")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sk-accept needs --sk-baseline DIR*"])
+
+
+def _readme_workload_example() -> str:
+    """The README's own-workload example, verbatim."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Your own workload") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_the_readme_own_workload_runs_the_whole_workflow(pytester, cache):
+    pytester.makepyfile(test_smoothing_stage=_readme_workload_example())
+    serial = run(pytester, cache, "-m", "stage_c")
+    serial.assert_outcomes(passed=2)
+    rows = json.loads((pytester.path / "reports/stage_c/stage_c_metrics.json").read_text())["rows"]
+    assert {r["arm_name"] for r in rows} == {"adam", "sgd"}
+    assert all(r["workload"]["name"] == "smoothing" for r in rows)
+    accepted = run(
+        pytester, cache, "-n", "2", "--sk-seeds", "2", "--sk-baseline", "bl", "--sk-accept"
+    )
+    accepted.assert_outcomes(passed=4)  # xdist workers rebuilt the workload from the test file
+    gated = run(
+        pytester,
+        cache,
+        "-n",
+        "2",
+        "--sk-seeds",
+        "2",
+        "--sk-baseline",
+        "bl",
+        "--sk-require-baseline",
+    )
+    gated.assert_outcomes(passed=4)
+    assert (pytester.path / "bl/smoke/stage_c.json").exists()
+    assert "not comparable" not in gated.stdout.str()

@@ -44,6 +44,53 @@ GOOD_METRICS = {
 }
 
 
+def _metric(name, label, direction, tol, floor=None, rel=None):
+    return {
+        "name": name,
+        "label": label,
+        "direction": direction,
+        "abs_tol": tol,
+        "rel_tol": rel,
+        "floor": floor,
+    }
+
+
+# The workload blocks of config.json, as the engine writes them (Workload.describe()).
+GRIDLINES = {
+    "name": "gridlines",
+    "fingerprint": "0123456789abcdef",
+    "primary_metric": "amp_ssim",
+    "metrics": [
+        _metric("amp_ssim", "amp SSIM", "higher", 0.035, "amp_ssim_floor"),
+        _metric("phase_ssim", "phase SSIM", "higher", 0.015),
+        _metric("amp_mae", "amp MAE", "lower", 0.015),
+        _metric("phase_mae", "phase MAE", "lower", 0.025),
+        _metric("amp_psnr", "amp PSNR", "higher", None),  # judged, no gate tolerance
+    ],
+    "diagnostics": [
+        "amp_frc50",
+        "amp_ssim_floor",
+        "pred_amp_std",
+        "gt_amp_std",
+        "phase_vacuous",
+    ],
+    "collapse_std": ["pred_amp_std", "gt_amp_std"],
+}
+DARCY = {
+    "name": "darcy",
+    "fingerprint": "fedcba9876543210",
+    "primary_metric": "rel_l2",
+    "metrics": [
+        _metric("rel_l2", "rel L2", "lower", None, "rel_l2_floor", rel=0.2),
+        _metric("mse", "MSE", "lower", None, rel=0.5),
+    ],
+    "diagnostics": ["rel_l2_floor", "pred_std", "true_std"],
+    "collapse_std": ["pred_std", "true_std"],
+}
+WORKLOADS = {"gridlines": GRIDLINES, "darcy": DARCY}
+DARCY_METRICS = {"rel_l2": 0.12, "rel_l2_floor": 0.97, "mse": 0.0031, "pred_std": 0.9}
+
+
 def steps_rows(n: int = 6, grad: float = 8.56) -> list[dict]:
     return [
         {
@@ -73,10 +120,23 @@ def complex_object(phase: bool, n: int = 24) -> np.ndarray:
     return amp * np.exp(1j * (np.sin(x / 3.0) if phase else 0.0))
 
 
+def darcy_field(n: int = 24) -> np.ndarray:
+    """A real field, as a Darcy solution: smooth, zero on the boundary."""
+    y, x = np.mgrid[:n, :n] / (n - 1)
+    return np.sin(np.pi * x) * np.sin(np.pi * y) * (1 + 0.3 * x)
+
+
+def truth_of(kind: str) -> np.ndarray:
+    return darcy_field() if kind == "field" else complex_object(phase=kind == "phase")
+
+
 @pytest.fixture
 def make_run(tmp_path):
     """``make_run(name, seed=..., verdict=..., ...) -> RunRecord``; ``finish=False`` leaves a
-    half-written run (no stats.json)."""
+    half-written run (no stats.json). ``workload`` is the config's ``workload`` block
+    (a name in :data:`WORKLOADS`, ``gridlines`` by default, or a block; ``None``: a record
+    written before the block existed);
+    ``reconstruction`` one of ``amplitude``, ``phase`` (complex) or ``field`` (real)."""
 
     def make(
         name: str = "control",
@@ -94,7 +154,9 @@ def make_run(tmp_path):
         root=None,
         data_hash: str = "data0123",
         scale: str = "ci",
+        workload: str | dict | None = "gridlines",
     ):
+        block = WORKLOADS.get(workload) if isinstance(workload, str) else workload
         arm_dict = {
             "name": name,
             "architecture": "hybrid",
@@ -110,25 +172,27 @@ def make_run(tmp_path):
             **(arm or {}),
         }
         writer = RunWriter(new_run_dir(root or tmp_path, f"{name}-seed{seed}"))
-        writer.write_config(
-            {
-                "arm": arm_dict,
-                "arm_id": f"{name}-hybrid-b{arm_dict['fno_blocks']}-seed{seed}",
-                "arm_hash": f"hash{name}{seed}",
-                "scale": scale,
-                "seeds": {"model_init": seed, "shuffle": seed + 1, "data": 7},
-                "device": "cpu",
-                "data_hash": data_hash,
-                "parameters": 123456,
-            }
-        )
+        config = {
+            "arm": arm_dict,
+            "arm_id": f"{name}-hybrid-b{arm_dict['fno_blocks']}-seed{seed}",
+            "arm_hash": f"hash{name}{seed}",
+            "scale": scale,
+            "seeds": {"model_init": seed, "shuffle": seed + 1, "data": 7},
+            "device": "cpu",
+            "data_hash": data_hash,
+            "parameters": 123456,
+        }
+        if block is not None:
+            config["workload"] = block
+        writer.write_config(config)
         writer.append_steps(steps_rows() if steps is None else steps)
         writer.write_history(history_rows() if history is None else history)
         if reconstruction is not None:
-            truth = complex_object(phase=reconstruction == "phase")
+            truth = truth_of(reconstruction)
             writer.save_reconstruction(truth * 0.9 + 0.01, truth)
         if finish:
-            writer.write_metrics({**GOOD_METRICS, **(metrics or {})})
+            base = DARCY_METRICS if block is DARCY else GOOD_METRICS
+            writer.write_metrics({**base, **(metrics or {})})
             writer.write_stats(
                 {**GOOD_STATS, **(stats or {})}, Verdict(VerdictKind(verdict), evidence)
             )

@@ -7,7 +7,9 @@ from stabilitykit.report.collate import (
     METRIC_COLUMNS,
     family_hash,
     metrics_row,
+    other_keys,
     representative,
+    stage_columns,
     summarise_arms,
     wilson_interval,
 )
@@ -53,6 +55,33 @@ def test_row_of_a_complete_run(make_run):
     assert row["final_val_loss"] is None and row["grad_norm_preclip_max"] is None  # non-finite
     assert row["phase_ssim"] is None and row["parameters"] == 123456
     assert row["fno_blocks"] == 4 and row["clip"] == "norm"
+    assert row["workload"]["name"] == "gridlines"  # the record's metric declarations
+    assert [m["name"] for m in row["workload"]["metrics"]][:2] == ["amp_ssim", "phase_ssim"]
+    assert row["amp_ssim_floor"] == 0.277 and row["phase_vacuous"] is True  # metrics.json as is
+
+
+def test_columns_come_from_the_declarations_of_the_rows(make_run):
+    image, darcy = metrics_row(make_run("a")), metrics_row(make_run("d", workload="darcy"))
+    old = metrics_row(make_run("o", workload=None))
+    columns = stage_columns([image, darcy, old])
+    assert [c.key for c in columns] == [
+        "best_val_loss",
+        "amp_ssim",
+        "phase_ssim",
+        "amp_mae",
+        "phase_mae",
+        "rel_l2",
+        "mse",
+        "grad_norm_preclip_median",
+        "grad_norm_preclip_p99",
+        "grad_norm_preclip_max",
+    ]
+    rel_l2 = columns[5]
+    assert (rel_l2.title, rel_l2.floor, rel_l2.direction) == ("rel L2 ↓", "rel_l2_floor", "lower")
+    assert old["workload"] is None and old["amp_ssim"] == 0.925  # kept, but declared by none
+    assert "amp_ssim" in other_keys([old]) and "amp_ssim" not in other_keys([image])
+    assert "pred_amp_std" in other_keys([image])  # a diagnostic: shown, not a column
+    assert stage_columns([old]) == stage_columns([])  # the engine's columns only
 
 
 def test_half_written_run_is_an_interrupted_row_with_what_it_logged(make_run):
@@ -63,7 +92,7 @@ def test_half_written_run_is_an_interrupted_row_with_what_it_logged(make_run):
     assert row["verdict"] == "interrupted" and row["complete"] is False
     assert "stats.json" in row["verdict_reason"]
     assert row["best_val_loss"] == pytest.approx(0.05 / 3)  # from history.json
-    assert row["amp_ssim"] is None and row["grad_norm_preclip_max"] is None
+    assert row["amp_ssim"] is None and row["grad_norm_preclip_max"] is None  # declared, not run
     assert row["parameters"] == 123456  # from config.json
 
 

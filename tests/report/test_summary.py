@@ -83,8 +83,9 @@ def test_collapse_is_named_with_its_numbers(make_run):
     )
     report = build_stage_report("stage_a", [rec])
     assert report.instability
-    assert "collapsed to a constant amplitude" in report.recommendation
-    assert "predicted amplitude std 0.0004" in report.recommendation
+    assert "collapsed to the trivial predictor" in report.recommendation
+    assert "prediction std 0.0004, vs truth 0.21" in report.recommendation  # collapse_std
+    assert "amp SSIM 0.277, vs trivial-predictor floor 0.277" in report.recommendation
     assert "best val loss 0.0237, at epoch 4, final 0.179" in report.recommendation
     assert "`layerscale_init` 0.001 → 0.0001" in report.recommendation
 
@@ -122,9 +123,30 @@ def test_comparison_with_a_reference_gives_deltas(make_run, tmp_path):
     report = build_stage_report("stage_b", [deep], {"stage_a/control": control})
     (comparison,) = report.comparisons
     assert comparison.startswith("Stage B `deep_control` (stable) vs Stage A `control` (stable)")
-    assert "best val loss 0.0241 vs 0.0138 (+75%)" in comparison
+    assert "best val loss 0.0241 vs 0.0138 (+75%, worse)" in comparison  # beyond 25 %
+    assert "amp SSIM 0.925 (floor 0.277) vs 0.925 (+0, within tolerance)" in comparison
     assert "different data: other vs data0123" in comparison
+    assert "different workload" not in comparison
     assert report.references[0]["reference"] == "stage_a/control"
+
+
+def test_comparison_calls_worse_and_better_by_the_metrics_direction(make_run, tmp_path):
+    control = make_run("control", root=tmp_path / "a")
+    refs = {"stage_a/control": control}
+    better = make_run("b", metrics={"amp_ssim": 0.99}, stats={"best_val_loss": 0.005})
+    (text,) = build_stage_report("stage_b", [better], refs).comparisons
+    assert "best val loss 0.005 vs 0.0138 (-64%, better)" in text
+    assert "amp SSIM 0.99 (floor 0.277) vs 0.925 (+0.065, better)" in text
+    worse = make_run("w", metrics={"amp_ssim": 0.5})
+    (text,) = build_stage_report("stage_b", [worse], refs).comparisons
+    assert "amp SSIM 0.5 (floor 0.277) vs 0.925 (-0.425, worse)" in text
+    # a lower-is-better primary metric with a relative tolerance: deltas in per cent
+    darcy_ref = {"stage_a/control": make_run("dc", workload="darcy", root=tmp_path / "d")}
+    darcy = make_run("deep", workload="darcy", metrics={"rel_l2": 0.3})
+    (text,) = build_stage_report("stage_b", [darcy], darcy_ref).comparisons
+    assert "rel L2 0.3 (floor 0.97) vs 0.12 (+150%, worse)" in text
+    (text,) = build_stage_report("stage_b", [darcy], refs).comparisons
+    assert "(different workload: darcy vs gridlines)" in text
 
 
 def test_writes_metrics_summary_and_plots(make_run, tmp_path):
@@ -137,7 +159,13 @@ def test_writes_metrics_summary_and_plots(make_run, tmp_path):
     assert all(p.exists() for p in report.files.values())
     md = report.files["summary"].read_text()
     assert md.startswith("# Stage B summary") and "data hash: data0123" in md
-    assert "| deep_control | 1 | **diverged** | 0.0138 | 0.925 | – | 0.063 |" in md
+    assert (
+        "| arm | seed | verdict | best val loss ↓ | amp SSIM ↑ | phase SSIM ↑ | amp MAE ↓ | "
+        "phase MAE ↓ | grad norm median | p99 ↓ | max |"
+    ) in md
+    assert (
+        "| deep_control | 1 | **diverged** | 0.0138 | 0.925 (floor 0.277) | – | 0.063 | – |" in md
+    )
     assert "| agc | 1 | **interrupted** |" in md  # the half-written run still appears
     assert "stage_a/control (reference)" in md and "## Against the reference" in md
     assert "**Yes.** Instability emerged" in md and "AGC" in md
@@ -149,6 +177,18 @@ def test_writes_metrics_summary_and_plots(make_run, tmp_path):
     assert metrics["rows"] == json.loads(json.dumps(report.rows))
     assert metrics["arms"][0]["failure_ci"] == list(report.arms[0].failure_ci)
     assert metrics["references"][0]["reference"] == "stage_a/control"
+    assert "## Other metrics" in md and "| arm | seed | amp PSNR | amp_frc50 |" in md
+    assert "| deep_control | 1 | 25 | 12 |" in md  # no tolerance: shown beside the diagnostics
+    block = metrics["rows"][0]["workload"]  # each row carries its metric declarations
+    assert block["name"] == "gridlines" and block["primary_metric"] == "amp_ssim"
+    assert block["metrics"][0] == {
+        "name": "amp_ssim",
+        "label": "amp SSIM",
+        "direction": "higher",
+        "abs_tol": 0.035,
+        "rel_tol": None,
+        "floor": "amp_ssim_floor",
+    }
 
 
 def test_a_report_with_only_references_renders(make_run, tmp_path):
@@ -188,3 +228,96 @@ def test_a_failing_plot_does_not_cost_the_summary(make_run, tmp_path, monkeypatc
     md = report.files["summary"].read_text()
     assert "losses" not in report.files and "plots/grad_norms.png" in md
     assert "plot losses failed: RuntimeError: no fonts" in md
+
+
+def test_a_darcy_stage_shows_its_own_metrics_beside_their_floors(make_run, tmp_path):
+    records = [
+        make_run("control", seed=s, workload="darcy", reconstruction="field") for s in (1, 2)
+    ]
+    records.append(
+        make_run(
+            "deep",
+            workload="darcy",
+            reconstruction="field",
+            verdict="collapsed",
+            metrics={"rel_l2": 0.96, "pred_std": 0.001, "true_std": 0.4},
+        )
+    )
+    report = build_stage_report("stage_a", records)
+    report = write_stage_report(report, tmp_path / "out", records)
+    assert {"losses", "grad_norms", "reconstructions"} <= set(report.files)
+    assert not [n for n in report.notes if "plot" in n]  # every plot drawn
+    md = report.files["summary"].read_text()
+    assert "| rel L2 ↓ | MSE ↓ |" in md and "amp SSIM" not in md and "amp_ssim" not in md
+    assert "| control | 1 | stable | 0.0138 | 0.12 (floor 0.97) | 0.0031 |" in md
+    assert "rel L2 median [IQR]" in md and "0.12 [0] (floor 0.97)" in md
+    assert "rel L2 0.12 (floor 0.97), MSE 0.0031" in report.findings[0]
+    assert (
+        "`deep` collapsed to the trivial predictor (prediction std 0.001, vs truth 0.4, rel L2 "
+        "0.96, vs trivial-predictor floor 0.97"
+    ) in report.recommendation
+    metrics = read_stage_metrics(report.files["metrics"])
+    assert metrics["rows"][0]["workload"]["primary_metric"] == "rel_l2"
+    assert metrics["rows"][0]["rel_l2"] == 0.12 and metrics["rows"][0]["rel_l2_floor"] == 0.97
+
+
+def test_the_metrics_rows_gate_by_their_own_workload(make_run, tmp_path):
+    from stabilitykit.gate import arm_run
+
+    records = [make_run("control", workload="darcy"), make_run("old", workload=None)]
+    report = write_stage_report(build_stage_report("s", records), tmp_path, records)
+    rows = read_stage_metrics(report.files["metrics"])["rows"]
+    darcy = arm_run({**rows[0], "family_hash": "f" * 16, "arm_hash": "a" * 16})
+    assert darcy.rules["rel_l2"].rel_tol == 0.2 and "amp_ssim" not in darcy.rules
+    old = arm_run({**rows[1], "family_hash": "e" * 16, "arm_hash": "b" * 16})
+    assert list(old.rules) == ["best_val_loss", "grad_norm_preclip_p99"]
+
+
+def test_records_without_a_workload_block_still_render(make_run, tmp_path):
+    records = [make_run("old", workload=None), make_run("older", seed=2, workload=None)]
+    report = build_stage_report("stage_a", records)
+    report = write_stage_report(report, tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| best val loss ↓ | grad norm median | p99 ↓ | max |" in md  # no declared metrics
+    assert "## Other metrics" in md  # what metrics.json had, shown ungated
+    assert "| amp_mae | amp_ssim |" in md.replace(" | amp_psnr", "").replace(" | amp_frc50", "")
+    assert "| old | 1 | 0.063 | 0.925 |" in md.replace(" | 25 | 12", "")
+    assert "floor" not in report.findings[0] and "amp SSIM" not in report.findings[0]
+    assert read_stage_metrics(report.files["metrics"])["rows"][0]["workload"] is None
+
+
+def test_arms_of_different_workloads_share_one_table(make_run, tmp_path):
+    records = [
+        make_run("image", reconstruction="phase"),
+        make_run("darcy", workload="darcy", reconstruction="field"),
+        make_run("old", workload=None),
+    ]
+    report = build_stage_report("stage_a", records)
+    report = write_stage_report(report, tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| amp SSIM ↑ | phase SSIM ↑ | amp MAE ↓ | phase MAE ↓ | rel L2 ↓ | MSE ↓ |" in md
+    assert "| image | 1 | stable | 0.0138 | 0.925 (floor 0.277) | – | 0.063 | – | – | – |" in md
+    assert "| darcy | 1 | stable | 0.0138 | – | – | – | – | 0.12 (floor 0.97) | 0.0031 |" in md
+    assert "| old | 1 | stable | 0.0138 | – | – | – | – | – | – |" in md
+    assert not [n for n in report.notes if "plot" in n]
+
+
+def test_a_malformed_block_is_a_note_not_a_crash(make_run, tmp_path):
+    block = {"name": "x", "metrics": [{"name": "m", "direction": "sideways"}]}
+    records = [make_run("odd", workload=block)]
+    report = build_stage_report("stage_a", records)
+    assert any("workload.metrics[0]: m: direction 'sideways'" in n for n in report.notes)
+    write_stage_report(report, tmp_path / "out", records)
+
+
+def test_the_report_and_the_gate_name_no_workload():
+    from pathlib import Path
+
+    import stabilitykit.gate
+    import stabilitykit.report
+
+    for package in (stabilitykit.report, stabilitykit.gate):
+        for source in Path(package.__file__).parent.glob("*.py"):
+            text = source.read_text()
+            for name in ("stabilitykit.workloads", "stabilitykit.evaluate", "amp_", "phase_"):
+                assert name not in text, f"{source.name} names {name}"

@@ -29,6 +29,15 @@ def test_prints_arms_verdicts_references_and_the_rules_outcome(make_run, tmp_pat
     assert "[finite] loss became non-finite (at step 312)" in text  # evidence is not markup
     assert "Instability emerged in 1 of 2 arms" in text and "AGC" in text
     assert "failure rate" not in text  # one seed per arm: no rate column
+    assert "amp SSIM ↑" in text and "0.925 (floor 0.277)" in text  # declared metric, its floor
+
+
+def test_a_darcy_arm_shows_its_metrics_and_an_old_record_the_engines(make_run):
+    records = [make_run("darcy", workload="darcy"), make_run("old", workload=None)]
+    text = render(build_stage_report("stage_a", records))
+    assert "rel L2 ↓" in text and "0.12 (floor 0.97)" in text and "amp SSIM" not in text
+    old_line = next(line for line in text.splitlines() if "│ old" in line)
+    assert "0.925" not in old_line  # undeclared: not in a metric column
 
 
 def test_failure_rate_with_interval_over_seeds(make_run):

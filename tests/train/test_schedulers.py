@@ -83,9 +83,9 @@ def test_plateau_respects_min_lr():
 
 
 def test_unknown_name_lists_the_schedulers():
-    with pytest.raises(ValueError, match=r"one of \('constant', 'warmup_cosine', 'plateau'\)"):
+    with pytest.raises(ValueError, match=r"one of \(.*'warmup_cosine', 'plateau', 'step'\)"):
         build_scheduler(_optimizer(), "cosine", epochs=5)
-    assert set(SCHEDULERS) == {"constant", "warmup_cosine", "plateau"}
+    assert set(SCHEDULERS) == {"constant", "warmup_cosine", "plateau", "step"}
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,16 @@ def test_bad_arguments_say_what_was_expected(kwargs, message):
 def test_lr_is_a_python_float_for_the_record():
     scheduler = build_scheduler(_optimizer(), "warmup_cosine", epochs=3)
     assert isinstance(scheduler.lr, float) and math.isfinite(scheduler.lr)
+
+
+def test_step_halves_the_lr_every_step_epochs():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, "step", epochs=10, step_epochs=3, gamma=0.5)
+    lrs = []
+    for _ in range(7):
+        lrs.append(sched.lr)
+        opt.step()
+        sched.step(1.0)
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    with pytest.raises(ValueError, match="gamma"):
+        build_scheduler(opt, "step", epochs=10, gamma=0.0)

@@ -2,10 +2,10 @@
 
 Example::
 
-    from stabilitykit.gate import DEFAULT_RULES, baseline_path, gate_arm, read_baseline
+    from stabilitykit.gate import baseline_path, gate_arm, read_baseline
 
     baseline = read_baseline(baseline_path("benchmarks/baselines", "stage_a", "ci"))
-    result = gate_arm(arm_result, baseline, DEFAULT_RULES)
+    result = gate_arm(arm_result, baseline)  # the rules of the run's workload, from its record
     if not result.ok(require_baseline=True):
         raise AssertionError(result.render())
 """
@@ -34,7 +34,17 @@ from stabilitykit.gate.compare import (
     gate_runs,
     unused_entries,
 )
-from stabilitykit.gate.metrics import DEFAULT_RULES, ArmRun, MetricRule, Rules, arm_run
+from stabilitykit.gate.metrics import (
+    DEFAULT_RULES,
+    ArmRun,
+    DeclaredMetric,
+    MetricRule,
+    Rules,
+    WorkloadDecl,
+    arm_run,
+    rules_from_config,
+    workload_of,
+)
 
 __all__ = [
     "DEFAULT_RULES",
@@ -44,12 +54,14 @@ __all__ = [
     "BaselineEntry",
     "BaselineError",
     "Check",
+    "DeclaredMetric",
     "FailureRateCheck",
     "GateReport",
     "GateResult",
     "GateStatus",
     "MetricRule",
     "Rules",
+    "WorkloadDecl",
     "arm_run",
     "baseline_from_runs",
     "baseline_path",
@@ -59,7 +71,9 @@ __all__ = [
     "gate_arm",
     "gate_runs",
     "read_baseline",
+    "rules_from_config",
     "unused_entries",
     "update_baseline",
+    "workload_of",
     "write_baseline",
 ]

@@ -8,8 +8,8 @@ Layout (``<root>/<scale>/<stage>.json``, keys sorted, numbers to 6 significant d
          "arm": {"lr": 0.001, ...},            # the fields that make that hash
          "arm_id": "control-hybrid-b4",        # for people: the arm id without its seed
          "arm_name": "control",
-         "metrics": {"amp_ssim": {"iqr": 0.004, "median": 0.91, "n": 2}, ...},  # one seed: a value
-         "seeds": {"7": {"arm_hash": "...", "verdict": "stable", "metrics": {"amp_ssim": 0.91}}},
+         "metrics": {"rel_l2": {"iqr": 0.004, "median": 0.12, "n": 2}, ...},  # one seed: a value
+         "seeds": {"7": {"arm_hash": "...", "verdict": "stable", "metrics": {"rel_l2": 0.12}}},
          "n": 3, "failures": 1, "verdicts": {"collapsed": 1, "stable": 2}
        }}}
 
@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from stabilitykit.gate.metrics import (
-    DEFAULT_RULES,
     ArmRun,
     Rules,
     arm_changes,
@@ -39,6 +38,7 @@ from stabilitykit.gate.metrics import (
     as_number,
     as_rules,
     family_fields,
+    merged_rules,
 )
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
@@ -131,10 +131,13 @@ class BaselineEntry:
         return f"median of {len(self.seeds)} seeds, limits widened by the IQR"
 
     @classmethod
-    def from_runs(cls, runs: Sequence[ArmRun], rules: Rules = DEFAULT_RULES) -> BaselineEntry:
-        """The entry of one arm's seed replicates (all of one ``family_hash``)."""
+    def from_runs(cls, runs: Sequence[ArmRun], rules: Rules | None = None) -> BaselineEntry:
+        """The entry of one arm's seed replicates (all of one ``family_hash``), holding the
+        metrics of ``rules``; ``None``: the runs' own rules (their workload's declared metrics
+        and the engine's, :func:`~stabilitykit.gate.metrics.merged_rules`)."""
         if not runs or len({r.family_hash for r in runs}) != 1:
             raise BaselineError("BaselineEntry.from_runs: expected runs of one arm family")
+        rules = merged_rules(runs) if rules is None else as_rules(rules)
         seeds: dict[int, SeedResult] = {}
         for run in sorted(runs, key=lambda r: r.seed if r.seed is not None else -1):
             if run.seed is None:
@@ -225,11 +228,12 @@ def baseline_from_runs(
     rules: Rules | None = None,
     path: Path | None = None,
 ) -> Baseline:
-    """A :class:`Baseline` of ``runs`` (anything :func:`arm_run` takes), one entry per arm.
+    """A :class:`Baseline` of ``runs`` (anything :func:`arm_run` takes), one entry per arm,
+    holding the metrics of ``rules`` (``None``: each arm's own rules, from its records).
 
     ``scale`` defaults to the runs' scale; runs of several scales are an error.
     """
-    rules = as_rules(rules)
+    rules = None if rules is None else as_rules(rules)
     runs = [arm_run(r) for r in runs]
     scales = {r.scale for r in runs}
     if scale is None and len(scales) == 1:

@@ -227,12 +227,14 @@ def check_arm(
     run: Any, entry: BaselineEntry, rules: Rules | None = None, *, baseline: str = ""
 ) -> GateResult:
     """Hold ``run`` (anything :func:`~stabilitykit.gate.metrics.arm_run` takes) against
-    ``entry``.
+    ``entry``, metric by metric under ``rules`` (``None``: the run's own, ``ArmRun.rules``: its
+    workload's declared metrics and the engine's).
 
     An entry of another family hash (the arm changed) gives ``not comparable``: the checks
     against it are kept for information (``reference`` says so), never as a pass or a failure.
     """
-    run, rules = arm_run(run), as_rules(rules)
+    run = arm_run(run)
+    rules = as_rules(rules, run)
     checks = [_verdict_check(run, entry), *_metric_checks(run, entry, rules)]
     regressions = [c for c in checks if c.worse]
     better = [c.name for c in checks if c.status == BETTER]
@@ -269,8 +271,9 @@ def check_arm(
 
 
 def gate_arm(run: Any, baseline: Baseline, rules: Rules | None = None) -> GateResult:
-    """Find ``run``'s entry in ``baseline`` and hold the run against it (:func:`check_arm`);
-    ``missing`` when there is none, ``not comparable`` when the arm or the scale changed."""
+    """Find ``run``'s entry in ``baseline`` and hold the run against it (:func:`check_arm`, under
+    ``rules`` or, when ``None``, the run's own); ``missing`` when there is none, ``not
+    comparable`` when the arm or the scale changed."""
     run = arm_run(run)
     label = baseline.label
     common = {"arm_id": run.arm_id, "seed": run.seed, "family_hash": run.family_hash}
@@ -415,8 +418,9 @@ class GateReport:
 
 
 def gate_runs(runs: Iterable[Any], baseline: Baseline, rules: Rules | None = None) -> GateReport:
-    """:func:`gate_arm` for each run, :func:`family_rate` for each arm compared over more than
-    one seed (now or in the baseline), and the entries no run used."""
+    """:func:`gate_arm` for each run (under ``rules``, or each run's own when ``None``),
+    :func:`family_rate` for each arm compared over more than one seed (now or in the baseline),
+    and the entries no run used."""
     runs = [arm_run(r) for r in runs]
     results = tuple(gate_arm(r, baseline, rules) for r in runs)
     families: dict[str, list[ArmRun]] = {}

@@ -1,14 +1,20 @@
 """The gated metrics (direction and tolerance of each) and the numbers of one arm run.
 
 A :class:`MetricRule` says which way a metric is better and how much worse than its baseline is
-still noise. :data:`DEFAULT_RULES` follows the original study's gates (DOMAIN.md §6); a benchmark
-overrides them in one call::
+still noise. :data:`DEFAULT_RULES` holds the engine's own metrics (best val loss, pre-clip grad
+norm p99), which every workload has. The workload's metrics come from the run record: its
+``config.json`` carries a ``workload`` block (:class:`WorkloadDecl`) declaring each metric's
+label, direction, default tolerance and trivial-predictor floor, and :func:`rules_from_config`
+turns it into rules (engine rules plus one per declared metric with a tolerance). A record
+without the block (written before workloads declared their metrics) gates the engine metrics
+only. A benchmark overrides rules in one call::
 
-    rules = DEFAULT_RULES.override(amp_ssim=MetricRule("amp_ssim", "higher", abs_tol=0.05))
+    rules = run.rules.override(rel_l2=MetricRule("rel_l2", "lower", rel_tol=0.5))
     rules = DEFAULT_RULES.override({"grad_norm_preclip_p99": None})  # stop gating a metric
 
 :class:`ArmRun` is what the gate reads of a run, built by :func:`arm_run` from a run record, a
-run folder, an ``ArmResult`` or a stage-metrics row.
+run folder, an ``ArmResult`` or a stage-metrics row (a row carries its record's ``workload``
+block under the same key), with the rules of its workload in ``ArmRun.rules``.
 """
 
 from __future__ import annotations
@@ -139,20 +145,31 @@ def _check_entry(key: str, rule: Any) -> None:
         raise ValueError(f"Rules[{key!r}]: the rule is for metric {rule.name!r}")
 
 
-def as_rules(rules: Rules | Mapping[str, MetricRule] | Iterable[MetricRule] | None) -> Rules:
-    """``rules`` as :class:`Rules`; ``None`` gives :data:`DEFAULT_RULES`."""
+def as_rules(
+    rules: Rules | Mapping[str, MetricRule] | Iterable[MetricRule] | None,
+    run: ArmRun | None = None,
+) -> Rules:
+    """``rules`` as :class:`Rules`; ``None`` gives ``run.rules`` (the rules of the run's
+    workload, from its record) when a run is given, else :data:`DEFAULT_RULES`."""
     if rules is None:
-        return DEFAULT_RULES
+        return run.rules if run is not None else DEFAULT_RULES
     return rules if isinstance(rules, Rules) else Rules(rules)
+
+
+def merged_rules(runs: Iterable[ArmRun]) -> Rules:
+    """The union of the runs' rules (the first run's rule wins for a metric they share); the
+    engine's :data:`DEFAULT_RULES` when there are no runs."""
+    merged: dict[str, MetricRule] = {}
+    for run in runs:
+        for name, rule in run.rules.items():
+            merged.setdefault(name, rule)
+    return Rules(merged.values()) if merged else DEFAULT_RULES
 
 
 DEFAULT_RULES = Rules(
     [
-        # Image metrics: the original study's absolute gates (DOMAIN.md §6).
-        MetricRule("amp_mae", "lower", abs_tol=0.015),
-        MetricRule("phase_mae", "lower", abs_tol=0.025),
-        MetricRule("amp_ssim", "higher", abs_tol=0.035),
-        MetricRule("phase_ssim", "higher", abs_tol=0.015),
+        # The engine's own metrics, which every workload has. A workload's metrics (and their
+        # tolerances) come from the record's ``workload`` block: rules_from_config.
         # Val loss spans orders of magnitude across scales, so relative. A replicate of one seed
         # repeats to float noise on one machine, and seeds differ by well under 25 %; the
         # smallest harm the study saw (AGC vs control, 0.0138 -> 0.0243, +76 %) is three times
@@ -163,6 +180,210 @@ DEFAULT_RULES = Rules(
         MetricRule("grad_norm_preclip_p99", "lower", rel_tol=1.0),
     ]
 )
+
+
+# --- the workload's metric declarations ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredMetric:
+    """One judged metric as the record's ``workload`` block declares it: ``label`` for people,
+    which way is better, the default gate tolerance and ``floor``, the name of the diagnostic
+    that holds the trivial predictor's value of this metric (or ``None``)."""
+
+    name: str
+    direction: Direction
+    label: str = ""
+    abs_tol: float | None = None
+    rel_tol: float | None = None
+    floor: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The label, or the name when the block gave no label."""
+        return self.label or self.name
+
+    def rule(self) -> MetricRule | None:
+        """The gate rule of this metric; ``None`` when it declares no tolerance."""
+        if self.abs_tol is None and self.rel_tol is None:
+            return None
+        return MetricRule(self.name, self.direction, self.abs_tol, self.rel_tol)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.title,
+            "direction": self.direction,
+            "abs_tol": self.abs_tol,
+            "rel_tol": self.rel_tol,
+            "floor": self.floor,
+        }
+
+
+@dataclass(frozen=True)
+class WorkloadDecl:
+    """The ``workload`` block of a run's ``config.json`` (or of a stage-metrics row)::
+
+        {"name": "darcy", "fingerprint": "16 hex", "primary_metric": "rel_l2",
+         "metrics": [{"name": "rel_l2", "label": "rel L2", "direction": "lower",
+                      "abs_tol": null, "rel_tol": 0.2, "floor": "rel_l2_floor"}, ...],
+         "diagnostics": ["rel_l2_floor", ...], "collapse_std": ["pred_std", "true_std"]}
+
+    ``metrics`` are the judged metrics in display order; ``diagnostics`` other values of
+    ``metrics.json``, shown and never gated; ``collapse_std`` (optional) the metrics holding the
+    prediction's and the truth's std. A record without the block reads as the empty declaration
+    (``declared`` False). :meth:`from_block` keeps what it can of a malformed block and lists
+    what it dropped in ``problems``."""
+
+    name: str | None = None
+    fingerprint: str | None = None
+    primary_metric: str | None = None
+    metrics: tuple[DeclaredMetric, ...] = ()
+    diagnostics: tuple[str, ...] = ()
+    collapse_std: tuple[str, str] | None = None
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def declared(self) -> bool:
+        return self.name is not None or bool(self.metrics)
+
+    @property
+    def primary(self) -> DeclaredMetric | None:
+        """The primary metric's declaration (the first metric when the block names none)."""
+        for m in self.metrics:
+            if m.name == self.primary_metric:
+                return m
+        return self.metrics[0] if self.metrics else None
+
+    def metric(self, name: str) -> DeclaredMetric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    @property
+    def floors(self) -> tuple[str, ...]:
+        return tuple(m.floor for m in self.metrics if m.floor)
+
+    def rules(self) -> Rules:
+        """:data:`DEFAULT_RULES` plus one rule per declared metric with a tolerance (a
+        declaration of an engine metric replaces the engine's rule); workload metrics first."""
+        own = [rule for m in self.metrics if (rule := m.rule()) is not None]
+        if not own:
+            return DEFAULT_RULES
+        names = {r.name for r in own}
+        return Rules([*own, *(r for k, r in DEFAULT_RULES.items() if k not in names)])
+
+    def to_json(self) -> dict[str, Any] | None:
+        """The block as written to a stage-metrics row; ``None`` when nothing was declared."""
+        if not self.declared:
+            return None
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "primary_metric": self.primary_metric,
+            "metrics": [m.to_json() for m in self.metrics],
+            "diagnostics": list(self.diagnostics),
+            "collapse_std": list(self.collapse_std) if self.collapse_std else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> WorkloadDecl:
+        """The declaration in ``config["workload"]`` (a ``config.json`` or a stage-metrics
+        row); the empty one when there is no block."""
+        return cls.from_block(config.get("workload") if isinstance(config, Mapping) else None)
+
+    @classmethod
+    def from_block(cls, block: Any) -> WorkloadDecl:
+        if block is None:
+            return cls()
+        if not isinstance(block, Mapping):
+            return cls(problems=(f"workload: got {_kind(block)}; expected an object",))
+        problems: list[str] = []
+        metrics: list[DeclaredMetric] = []
+        entries = block.get("metrics", [])
+        if not isinstance(entries, (list, tuple)):
+            problems.append(f"workload.metrics: got {_kind(entries)}; expected a list")
+            entries = []
+        for i, entry in enumerate(entries):
+            try:
+                metric = _declared_metric(entry)
+            except ValueError as exc:
+                problems.append(f"workload.metrics[{i}]: {exc}")
+                continue
+            if any(m.name == metric.name for m in metrics):
+                problems.append(f"workload.metrics[{i}]: metric {metric.name!r} given twice")
+                continue
+            metrics.append(metric)
+        diagnostics = block.get("diagnostics") or []
+        if not isinstance(diagnostics, (list, tuple)):
+            problems.append(f"workload.diagnostics: got {_kind(diagnostics)}; expected a list")
+            diagnostics = []
+        std = block.get("collapse_std")
+        ok_std = isinstance(std, (list, tuple)) and len(std) == 2 and all(_name(s) for s in std)
+        if std is not None and not ok_std:
+            problems.append(f"workload.collapse_std: got {_kind(std)}; expected two names")
+        return cls(
+            name=_text(block.get("name")),
+            fingerprint=_text(block.get("fingerprint")),
+            primary_metric=_text(block.get("primary_metric")),
+            metrics=tuple(metrics),
+            diagnostics=tuple(d for d in diagnostics if _name(d)),
+            collapse_std=(std[0], std[1]) if ok_std else None,
+            problems=tuple(problems),
+        )
+
+
+def _kind(x: Any) -> str:
+    return "null" if x is None else f"{type(x).__name__} {x!r}"[:80]
+
+
+def _name(x: Any) -> bool:
+    return isinstance(x, str) and bool(x)
+
+
+def _text(x: Any) -> str | None:
+    return x if _name(x) else None
+
+
+def _declared_metric(entry: Any) -> DeclaredMetric:
+    if not isinstance(entry, Mapping) or not _name(entry.get("name")):
+        raise ValueError(f"got {_kind(entry)}; expected an object with a name")
+    name, direction = entry["name"], entry.get("direction")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"{name}: direction {direction!r}; allowed: one of {DIRECTIONS}")
+    tolerances = {}
+    for key in ("abs_tol", "rel_tol"):
+        value = entry.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"{name}: {key} {value!r}; allowed: a finite number >= 0 or null")
+        tolerances[key] = value
+    floor, label = entry.get("floor"), entry.get("label")
+    return DeclaredMetric(
+        name,
+        direction,
+        label=label if _name(label) else "",
+        floor=floor if _name(floor) else None,
+        **tolerances,
+    )
+
+
+def workload_of(config: Mapping[str, Any]) -> WorkloadDecl:
+    """:meth:`WorkloadDecl.from_config`: the declaration of a config or stage-metrics row."""
+    return WorkloadDecl.from_config(config)
+
+
+def rules_from_config(config: Mapping[str, Any]) -> Rules:
+    """:data:`DEFAULT_RULES` plus one :class:`MetricRule` per entry of
+    ``config["workload"]["metrics"]`` (entries with neither tolerance are not gated). A config
+    without the block gives :data:`DEFAULT_RULES`; a malformed block raises ``ValueError``
+    naming the entry."""
+    decl = WorkloadDecl.from_config(config)
+    if decl.problems:
+        raise ValueError("; ".join(decl.problems))
+    return decl.rules()
 
 
 # --- the numbers of one run ---------------------------------------------------------------------
@@ -189,6 +410,8 @@ class ArmRun:
     complete: bool = True
     source: str = ""
     arm: Mapping[str, Any] = field(default_factory=dict)  # the arm's fields, where recorded
+    # The gate's rules for this run: its workload's declared metrics plus the engine's.
+    rules: Rules = field(default_factory=lambda: DEFAULT_RULES, repr=False)
 
     @property
     def family_id(self) -> str:
@@ -262,6 +485,10 @@ def _from_record(record: RunRecord) -> ArmRun:
         raise ValueError(f"{record.path}: config.json has no {', '.join(missing)}")
     seed = arm.get("seed")
     tags = config.get("tags") if isinstance(config.get("tags"), dict) else {}
+    try:
+        rules = rules_from_config(config)
+    except ValueError as exc:
+        raise ValueError(f"{record.path}: config.json: {exc}") from None
     return ArmRun(
         arm_id=config["arm_id"],
         arm_name=arm.get("name", family_id(config["arm_id"])),
@@ -275,10 +502,13 @@ def _from_record(record: RunRecord) -> ArmRun:
         complete=record.complete,
         source=str(record.path),
         arm=arm,
+        rules=rules,
     )
 
 
-_ROW_IDENTITY = frozenset({"arm_id", "arm_name", "arm_hash", "family_hash", "seed", "scale", "arm"})
+_ROW_IDENTITY = frozenset(
+    {"arm_id", "arm_name", "arm_hash", "family_hash", "seed", "scale", "arm", "workload"}
+)
 
 
 def _from_row(row: Mapping[str, Any]) -> ArmRun:
@@ -287,6 +517,10 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         who = row.get("arm_id") or row.get("run") or "?"
         raise ValueError(f"metrics row {who}: no {', '.join(missing)}")
     seed = row.get("seed")
+    try:
+        rules = rules_from_config(row)
+    except ValueError as exc:
+        raise ValueError(f"metrics row {row['arm_id']}: {exc}") from None
     return ArmRun(
         arm_id=row["arm_id"],
         arm_name=row.get("arm_name") or family_id(row["arm_id"]),
@@ -300,6 +534,7 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         complete=bool(row.get("complete", True)),
         source=str(row.get("run", "")),
         arm=row["arm"] if isinstance(row.get("arm"), dict) else {},
+        rules=rules,
     )
 
 

@@ -1,9 +1,11 @@
 """Stability criteria: small composable checks over what a run observed.
 
-A criterion looks at an :class:`Observation` (summary stats, named metrics, per-epoch history) and
-returns ``None`` when satisfied, else the verdict kind it implies and its evidence. Defaults follow
-DOMAIN.md §6 (finite; grad norm bounded; no collapse against the constant-image floor; learns).
-Stage B adds :class:`NoWorseThan` a reference arm. Write your own by implementing ``check``.
+A criterion looks at an :class:`Observation` (summary stats, named metrics, per-epoch history, and
+the workload's metric declarations) and returns ``None`` when satisfied, else the verdict kind it
+implies and its evidence. The defaults hold for every workload: finite; loss and grad norm
+bounded; no collapse to the workload's trivial predictor; learns (the primary metric beats its
+floor). A stage may add :class:`NoWorseThan` a reference arm. Write your own by implementing
+``check``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,43 @@ Failure = tuple[VerdictKind, Evidence]
 
 @dataclass(frozen=True)
 class Observation:
-    """What a run left: ``stats`` and ``metrics`` dicts and the per-epoch ``history``."""
+    """What a run left: ``stats`` and ``metrics`` dicts, the per-epoch ``history``, and
+    ``workload``: the workload's block of ``config.json`` (primary metric, metric declarations
+    with direction and floor, ``collapse_std``)."""
 
     stats: Mapping[str, Any]
     metrics: Mapping[str, Any] = field(default_factory=dict)
     history: Sequence[Mapping[str, Any]] = ()
+    workload: Mapping[str, Any] = field(default_factory=dict)
+
+    def metric_spec(self, name: str | None = None) -> Mapping[str, Any] | None:
+        """The declaration of metric ``name`` (default: the primary metric), if any."""
+        name = name or self.workload.get("primary_metric")
+        for spec in self.workload.get("metrics") or ():
+            if spec.get("name") == name:
+                return spec
+        return None
+
+    def primary(self) -> tuple[str, str, float, float | None] | None:
+        """``(label, direction, value, floor)`` of the primary metric, when it has a value."""
+        spec = self.metric_spec()
+        if spec is None:
+            return None
+        value = _num(self.metrics.get(spec["name"]))
+        if value is None:
+            return None
+        floor = _num(self.metrics.get(spec["floor"])) if spec.get("floor") else None
+        return spec.get("label") or spec["name"], spec["direction"], value, floor
+
+
+def _beyond(direction: str, value: float, limit: float) -> bool:
+    """``value`` is at or on the worse side of ``limit``."""
+    return value <= limit if direction == "higher" else value >= limit
+
+
+def _toward(direction: str, floor: float, margin: float) -> float:
+    """``floor`` moved ``margin`` the better way."""
+    return floor + margin if direction == "higher" else floor - margin
 
 
 class Criterion(Protocol):
@@ -38,7 +72,7 @@ def _num(x: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Finite:
-    """Every logged loss and gradient norm is finite (DOMAIN.md §6: "no NaN")."""
+    """Every logged loss and gradient norm is finite (docs/gridlines.md §6: "no NaN")."""
 
     name: str = "finite"
 
@@ -93,40 +127,45 @@ class GradNormBounded:
 
 @dataclass(frozen=True)
 class NoCollapse:
-    """The prediction is not a constant image (DOMAIN.md §6, collapse signature).
+    """The prediction is not the workload's trivial predictor (docs/criteria.md).
 
-    Collapsed when the std of the rescaled predicted amplitude is below ``rel_std`` times the
-    ground truth's, or when amp SSIM sits within ``ssim_margin`` of the constant-image floor while
-    the final val loss is over ``relapse`` times the best (the run learned, then lost it).
+    Collapsed when the workload reports prediction and truth stds (``collapse_std``) and the
+    prediction's is below ``rel_std`` times the truth's (a constant output), or when the primary
+    metric sits within ``margin`` of its floor while the final val loss is over ``relapse``
+    times the best (the run learned, then lost it).
     """
 
     rel_std: float = 0.05
-    ssim_margin: float = 0.01
+    margin: float = 0.01
     relapse: float = 2.0
     name: str = "no_collapse"
 
     def check(self, obs: Observation) -> Failure | None:
         m, s = obs.metrics, obs.stats
-        pred_std, gt_std = _num(m.get("pred_amp_std")), _num(m.get("gt_amp_std"))
-        if pred_std is not None and gt_std and pred_std < self.rel_std * gt_std:
-            return VerdictKind.COLLAPSED, Evidence(
-                self.name,
-                f"predicted amplitude is constant: std {pred_std:.3g} < {self.rel_std:g} x "
-                f"ground-truth std {gt_std:.3g}",
-                value=pred_std,
-                limit=self.rel_std * gt_std,
-            )
-        ssim, floor = _num(m.get("amp_ssim")), _num(m.get("amp_ssim_floor"))
+        pair = obs.workload.get("collapse_std")
+        if pair:
+            pred_std, gt_std = _num(m.get(pair[0])), _num(m.get(pair[1]))
+            if pred_std is not None and gt_std and pred_std < self.rel_std * gt_std:
+                return VerdictKind.COLLAPSED, Evidence(
+                    self.name,
+                    f"the prediction is constant: {pair[0]} {pred_std:.3g} < {self.rel_std:g} x "
+                    f"{pair[1]} {gt_std:.3g}",
+                    value=pred_std,
+                    limit=self.rel_std * gt_std,
+                )
+        primary = obs.primary()
         best, final = _num(s.get("best_val_loss")), _num(s.get("final_val_loss"))
-        if None in (ssim, floor, best, final):
+        if primary is None or primary[3] is None or best is None or final is None:
             return None
-        if ssim <= floor + self.ssim_margin and final > self.relapse * best:
+        label, direction, value, floor = primary
+        limit = _toward(direction, floor, self.margin)
+        if _beyond(direction, value, limit) and final > self.relapse * best:
             return VerdictKind.COLLAPSED, Evidence(
                 self.name,
-                f"amp SSIM {ssim:.3f} at the constant-image floor {floor:.3f} and final val loss "
-                f"{final:.4g} > {self.relapse:g} x best {best:.4g}",
-                value=ssim,
-                limit=floor + self.ssim_margin,
+                f"{label} {value:.3f} at the trivial predictor's floor {floor:.3f} and final val "
+                f"loss {final:.4g} > {self.relapse:g} x best {best:.4g}",
+                value=value,
+                limit=limit,
                 epoch=s.get("best_val_epoch"),
             )
         return None
@@ -134,14 +173,14 @@ class NoCollapse:
 
 @dataclass(frozen=True)
 class Learns:
-    """Best val loss drops by ``min_drop`` (fraction) from its initial value and amp SSIM beats
-    the constant-image floor."""
+    """Best val loss drops by ``min_drop`` (fraction) from its initial value and the primary
+    metric beats its floor (the trivial predictor)."""
 
     min_drop: float = 0.1
     name: str = "learns"
 
     def check(self, obs: Observation) -> Failure | None:
-        s, m = obs.stats, obs.metrics
+        s = obs.stats
         initial, best = _num(s.get("initial_val_loss")), _num(s.get("best_val_loss"))
         if initial is not None and best is not None and best > (1 - self.min_drop) * initial:
             return VerdictKind.STAGNATED, Evidence(
@@ -151,29 +190,33 @@ class Learns:
                 value=best,
                 limit=(1 - self.min_drop) * initial,
             )
-        ssim, floor = _num(m.get("amp_ssim")), _num(m.get("amp_ssim_floor"))
-        if ssim is not None and floor is not None and ssim <= floor:
-            return VerdictKind.STAGNATED, Evidence(
-                self.name,
-                f"amp SSIM {ssim:.3f} is not above the constant-image floor {floor:.3f}",
-                value=ssim,
-                limit=floor,
-            )
+        primary = obs.primary()
+        if primary is not None and primary[3] is not None:
+            label, direction, value, floor = primary
+            if _beyond(direction, value, floor):
+                return VerdictKind.STAGNATED, Evidence(
+                    self.name,
+                    f"{label} {value:.3f} is not better than the trivial predictor's floor "
+                    f"{floor:.3f}",
+                    value=value,
+                    limit=floor,
+                )
         return None
 
 
 @dataclass(frozen=True)
 class NoWorseThan:
-    """Best val loss and amp SSIM no worse than a reference arm's, within tolerance.
+    """Best val loss and the primary metric no worse than a reference arm's, within tolerance.
 
-    ``reference`` holds ``best_val_loss`` and ``amp_ssim`` (e.g. Stage A's control). Val loss may
-    be ``val_loss_rtol`` (relative) higher, SSIM ``ssim_atol`` (absolute) lower.
+    ``reference`` holds ``best_val_loss`` and the primary metric (e.g. Stage A's control). Val
+    loss may be ``val_loss_rtol`` (relative) higher; the primary metric may be worse by
+    ``metric_atol`` (absolute, default: the metric's declared ``abs_tol``, else 0).
     """
 
     reference: Mapping[str, Any]
     reference_name: str = "reference"
     val_loss_rtol: float = 0.5
-    ssim_atol: float = 0.035
+    metric_atol: float | None = None
     name: str = "no_worse_than_reference"
 
     def check(self, obs: Observation) -> Failure | None:
@@ -184,11 +227,17 @@ class NoWorseThan:
             limit = ref_loss * (1 + self.val_loss_rtol)
             if not loss <= limit:
                 problems.append((f"best val loss {loss:.4g} > {limit:.4g}", loss, limit))
-        ref_ssim, ssim = _num(self.reference.get("amp_ssim")), _num(obs.metrics.get("amp_ssim"))
-        if ref_ssim is not None and ssim is not None:
-            limit = ref_ssim - self.ssim_atol
-            if not ssim >= limit:
-                problems.append((f"amp SSIM {ssim:.3f} < {limit:.3f}", ssim, limit))
+        spec = obs.metric_spec()
+        if spec is not None:
+            ref, value = _num(self.reference.get(spec["name"])), _num(obs.metrics.get(spec["name"]))
+            atol = self.metric_atol if self.metric_atol is not None else spec.get("abs_tol") or 0.0
+            if ref is not None and value is not None:
+                higher = spec["direction"] == "higher"
+                limit = ref - atol if higher else ref + atol
+                if not (value >= limit if higher else value <= limit):
+                    label = spec.get("label") or spec["name"]
+                    sign = "<" if higher else ">"
+                    problems.append((f"{label} {value:.3f} {sign} {limit:.3f}", value, limit))
         if not problems:
             return None
         text = "; ".join(p[0] for p in problems)

@@ -1,4 +1,4 @@
-"""Residual spectral blocks of the hybrid and FNO generators (DOMAIN §3).
+"""Residual spectral blocks of the hybrid and FNO generators (docs/gridlines.md §3).
 
 Both blocks map ``(B, channels, H, W)`` to the same shape and need ``2 * modes_x <= H`` and
 ``modes_y <= W // 2 + 1``.

@@ -1,6 +1,6 @@
 """Generators: measured amplitudes ``(B, C, N, N)`` float32 -> object ``(B, C, N, N)`` complex64.
 
-The architectures of DOMAIN §3. Every generator ends in a 1x1 head to ``2 * C`` channels, the real
+The architectures of docs/gridlines.md §3. Every generator ends in a 1x1 head to ``2 * C`` channels, the real
 parts then the imaginary parts, combined with ``torch.complex``. Their layouts (levels, channels,
 modes; the depth rule of ``hybrid``) come from :mod:`stabilitykit.models.layout`.
 """
@@ -86,7 +86,7 @@ class _Generator(nn.Module):
 
 
 class HybridGenerator(_Generator):
-    """Hybrid U-Net (DOMAIN §3 "hybrid") with the depth rule of this module.
+    """Hybrid U-Net (docs/gridlines.md §3 "hybrid") with the depth rule of this module.
 
     lifter -> per level [block(s), skip, stride-2 Conv2d] -> bottleneck block (half the modes)
     -> per level [ConvTranspose2d stride 2, concat skip, Conv3x3 -> GELU -> Conv3x3] -> 1x1 head.
@@ -209,7 +209,7 @@ class StableHybridGenerator(HybridGenerator):
 
 
 class FNOGenerator(_Generator):
-    """Cascaded FNO (DOMAIN §3 "fno").
+    """Cascaded FNO (docs/gridlines.md §3 "fno").
 
     lifter -> ``fno_blocks`` PtychoBlocks at full resolution -> 1x1 -> 2 x (Conv3x3 + GELU)
     -> 1x1 head. Shapes: ``(B, C, N, N)`` float32 -> ``(B, C, N, N)`` complex64.
@@ -260,7 +260,7 @@ def _conv_stage(channels: int) -> nn.Sequential:
 
 
 class CNNGenerator(_Generator):
-    """Plain U-Net baseline without spectral layers (DOMAIN §3 "cnn").
+    """Plain U-Net baseline without spectral layers (docs/gridlines.md §3 "cnn").
 
     The hybrid's skeleton (lifter, stride-2 downsampling, decoder, head) with every spectral block
     replaced by (Conv3x3 -> GELU) x 2. Shapes: ``(B, C, N, N)`` float32 -> complex64, same shape.

@@ -4,6 +4,12 @@ A row holds the numbers a report needs from one :class:`RunRecord`, finite or ``
 half-written run still gives a row (its verdict ``interrupted``, its numbers from whatever it
 logged). Rows of one arm over several seeds are summarised by :func:`summarise_arms`: failure rate
 with a Wilson interval, median and IQR over the seeds that stayed stable.
+
+The engine's numbers (:data:`METRIC_COLUMNS`) come from ``stats.json``; the workload's from
+``metrics.json`` under their own names, and the row carries the record's ``workload`` block
+(:class:`~stabilitykit.gate.metrics.WorkloadDecl`: labels, directions, floors), so a stage of any
+workload, or of several, gets its columns from :func:`stage_columns`. A record written before
+workloads declared their metrics has ``workload`` ``None``: its metrics are shown, undeclared.
 """
 
 from __future__ import annotations
@@ -11,24 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from stabilitykit.gate.metrics import DeclaredMetric, WorkloadDecl, workload_of
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.record.run_record import RunRecord
 
+#: The engine's numbers of a run (from ``stats.json``), which every workload has. A workload's
+#: own metrics come from ``metrics.json`` under their own names (:func:`metrics_row`).
 METRIC_COLUMNS: tuple[str, ...] = (
     "best_val_loss",
     "final_val_loss",
-    "amp_ssim",
-    "phase_ssim",
-    "amp_mae",
-    "phase_mae",
-    "amp_psnr",
-    "amp_frc50",
     "grad_norm_preclip_min",
     "grad_norm_preclip_median",
     "grad_norm_preclip_p99",
@@ -41,18 +44,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "train_seconds",
 )
 
-#: (header, row key) of the columns every stage table shows: the summary and the terminal.
-SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("best val loss", "best_val_loss"),
-    ("amp SSIM", "amp_ssim"),
-    ("phase SSIM", "phase_ssim"),
-    ("amp MAE", "amp_mae"),
-    ("grad norm median", "grad_norm_preclip_median"),
-    ("p99", "grad_norm_preclip_p99"),
-    ("max", "grad_norm_preclip_max"),
-)
-
-# Further numbers the narrative rules read (evidence and the arm's recipe).
+# Further engine numbers the narrative rules read (evidence).
 DETAIL_COLUMNS: tuple[str, ...] = (
     "initial_val_loss",
     "best_val_epoch",
@@ -60,9 +52,6 @@ DETAIL_COLUMNS: tuple[str, ...] = (
     "steps",
     "nonfinite_step",
     "grad_norm_preclip_max_step",
-    "amp_ssim_floor",
-    "pred_amp_std",
-    "gt_amp_std",
 )
 ARM_COLUMNS: tuple[str, ...] = (
     "architecture",
@@ -74,10 +63,57 @@ ARM_COLUMNS: tuple[str, ...] = (
     "lr",
     "epochs",
 )
-_METRICS_KEYS = frozenset(
-    {"amp_ssim", "phase_ssim", "amp_mae", "phase_mae", "amp_psnr", "amp_frc50"}
-    | {"amp_ssim_floor", "pred_amp_std", "gt_amp_std"}
+#: The fields of a row that say who and what it is (not numbers of the run).
+ROW_FIELDS: tuple[str, ...] = (
+    "arm_id",
+    "arm_name",
+    "arm_hash",
+    "family_hash",
+    "seed",
+    "scale",
+    "stage",
+    "data_hash",
+    "run",
+    "verdict",
+    "verdict_reason",
+    "evidence",
+    "complete",
+    "status",
+    "workload",
+    "reference",
 )
+_NOT_METRIC = frozenset((*ROW_FIELDS, *DETAIL_COLUMNS, *ARM_COLUMNS))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a stage table: ``header`` over the values of row key ``key``, shown beside
+    the value of ``floor`` (the trivial predictor's) when the metric declares one;
+    ``direction`` (``lower``/``higher``) says which way is better, ``None`` when unknown."""
+
+    header: str
+    key: str
+    floor: str | None = None
+    direction: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The header with an arrow for the better direction (``rel L2 ↓``)."""
+        arrow = {"higher": " ↑", "lower": " ↓"}.get(self.direction or "", "")
+        return self.header + arrow
+
+
+LOSS_COLUMN = Column("best val loss", "best_val_loss", direction="lower")
+GRAD_COLUMNS: tuple[Column, ...] = (
+    Column("grad norm median", "grad_norm_preclip_median"),
+    Column("p99", "grad_norm_preclip_p99", direction="lower"),
+    Column("max", "grad_norm_preclip_max"),
+)
+#: The engine's columns of every stage table (the workload's declared metrics go between).
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (c.header, c.key) for c in (LOSS_COLUMN, *GRAD_COLUMNS)
+)
+
 # Left out of the family hash (as in ``Arm.family_hash``): equal for the seeds of one arm.
 _NOT_FAMILY = frozenset({"name", "scale", "seed"})
 
@@ -126,13 +162,17 @@ def _logged_stats(record: RunRecord) -> dict[str, Any]:
 
 
 def metrics_row(record: RunRecord) -> dict[str, Any]:
-    """One row for ``record``: who it is, its verdict, :data:`METRIC_COLUMNS`, the
-    :data:`DETAIL_COLUMNS` and :data:`ARM_COLUMNS`; every number finite or ``None``."""
+    """One row for ``record``: who it is, its verdict, the engine's :data:`METRIC_COLUMNS` and
+    :data:`DETAIL_COLUMNS`, the :data:`ARM_COLUMNS`, the record's ``workload`` block (``None``
+    when it has none) and every entry of ``metrics.json`` under its own name (numbers finite or
+    ``None``, flags as bools; a name the row already has is left out); a declared metric, floor
+    or diagnostic that ``metrics.json`` lacks (a half-written run) is ``None``."""
     config, arm = record.config, record.arm if isinstance(record.arm, dict) else {}
     stats = _logged_stats(record)
     if stats.get("parameters") is None:
         stats["parameters"] = config.get("parameters")
     seed = arm.get("seed", (config.get("seeds") or {}).get("model_init"))
+    decl = workload_of(config)
     row: dict[str, Any] = {
         "arm_id": config.get("arm_id", record.path.name),
         "arm_name": arm.get("name", config.get("arm_id", record.path.name)),
@@ -148,15 +188,104 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         "evidence": [str(e) for e in record.verdict.evidence],
         "complete": record.complete,
         "status": stats.get("status"),
-        "phase_vacuous": record.metrics.get("phase_vacuous"),
+        "workload": decl.to_json(),
     }
     for key in (*METRIC_COLUMNS, *DETAIL_COLUMNS):
-        source = record.metrics if key in _METRICS_KEYS else stats
-        row[key] = finite(source.get(key))
+        row[key] = finite(stats.get(key))
     for key in ARM_COLUMNS:
         value = arm.get(key)
         row[key] = value if isinstance(value, str) else finite(value)
+    for key, value in record.metrics.items():
+        if key in row or key in _NOT_METRIC:
+            continue
+        if isinstance(value, bool) or value is None:
+            row[key] = value
+        elif isinstance(value, (int, float, str)):
+            row[key] = finite(value)
+    for key in (*(m.name for m in decl.metrics), *decl.floors, *decl.diagnostics):
+        if key not in _NOT_METRIC:
+            row.setdefault(key, None)  # declared, not logged (a half-written run)
     return row
+
+
+def row_workload(row: Mapping[str, Any]) -> WorkloadDecl:
+    """The workload declaration a row carries (the empty one for an older record)."""
+    return workload_of(row)
+
+
+def metric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The numeric keys of ``rows``: :data:`METRIC_COLUMNS`, then each row's declared metrics,
+    floors and diagnostics, then the other numbers its ``metrics.json`` had, in order of first
+    appearance (flags such as bools left out)."""
+    keys = dict.fromkeys(METRIC_COLUMNS)
+    for row in rows:
+        decl = row_workload(row)
+        for m in decl.metrics:
+            keys.update(dict.fromkeys([m.name, *([m.floor] if m.floor else [])]))
+        keys.update(dict.fromkeys(k for k in decl.diagnostics if _numeric(row.get(k))))
+        keys.update(
+            dict.fromkeys(k for k, v in row.items() if k not in _NOT_METRIC and _numeric(v))
+        )
+    return list(keys)
+
+
+def _numeric(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def key_metrics(decl: WorkloadDecl) -> list[DeclaredMetric]:
+    """The metrics of ``decl`` that stage tables show in columns: the primary metric and every
+    gated one (a tolerance declared), in declaration order. The others are shown with the
+    diagnostics (:func:`other_keys`)."""
+    primary = decl.primary
+    return [m for m in decl.metrics if m is primary or m.rule() is not None]
+
+
+def declared_metrics(rows: Sequence[Mapping[str, Any]]) -> list[DeclaredMetric]:
+    """The :func:`key_metrics` of the rows' workloads, their union in order of first appearance
+    (the first declaration of a name wins)."""
+    out: dict[str, DeclaredMetric] = {}
+    for row in rows:
+        for m in key_metrics(row_workload(row)):
+            out.setdefault(m.name, m)
+    return list(out.values())
+
+
+def stage_columns(rows: Sequence[Mapping[str, Any]]) -> list[Column]:
+    """The columns of a stage table over ``rows``: best val loss, the key metrics of the rows'
+    workloads (:func:`key_metrics`: label, floor, direction; the union over workloads), then
+    the grad norms."""
+    metrics = [Column(m.title, m.name, m.floor, m.direction) for m in declared_metrics(rows)]
+    return [LOSS_COLUMN, *metrics, *GRAD_COLUMNS]
+
+
+def in_table(row: Mapping[str, Any], key: str) -> bool:
+    """Whether ``key`` of ``row`` belongs in a metric column of the stage table: an engine
+    number, or a key metric (or its floor) of the row's own workload. A record without a
+    ``workload`` block declares nothing: its values show under :func:`other_keys` only."""
+    if key in METRIC_COLUMNS:
+        return True
+    return any(key in (m.name, m.floor) for m in key_metrics(row_workload(row)))
+
+
+def other_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the rows' ``metrics.json`` hold beyond their key metrics and floors: the declared
+    metrics without a tolerance, the diagnostics and, for a record without a ``workload``
+    block, everything it logged (numbers and flags), in order of first appearance. Shown,
+    never gated."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(other_of(row)))
+    return list(keys)
+
+
+def other_of(row: Mapping[str, Any]) -> list[str]:
+    """The keys of ``row`` that :func:`other_keys` shows for it."""
+    decl = row_workload(row)
+    listed = [m.name for m in decl.metrics if m.name in row]
+    listed += [k for k in decl.diagnostics if k in row and k not in listed]
+    listed += [k for k in row if k not in _NOT_METRIC and k not in listed]
+    return [k for k in listed if not in_table(row, k)]
 
 
 def wilson_interval(failures: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -225,12 +354,16 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str | None], l
     return groups
 
 
-def medians(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Median and IQR of each :data:`METRIC_COLUMNS` entry over ``rows`` (``None`` if absent)."""
+def medians(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Median and IQR of each of ``keys`` (default :func:`metric_keys` of ``rows``) over
+    ``rows`` (``None`` where no row has a number)."""
     median: dict[str, float | None] = {}
     iqr: dict[str, float | None] = {}
-    for key in METRIC_COLUMNS:
-        values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=float)
+    for key in metric_keys(rows) if keys is None else keys:
+        values = [r.get(key) for r in rows]
+        values = np.array([v for v in values if _numeric(v) and v is not None], dtype=float)
         if values.size:
             q25, q50, q75 = np.percentile(values, [25, 50, 75])
             median[key], iqr[key] = float(q50), float(q75 - q25)
@@ -246,7 +379,7 @@ def summarise_arms(rows: Sequence[dict[str, Any]]) -> list[ArmSummary]:
         decided = [r for r in members if r["verdict"] != VerdictKind.INTERRUPTED.value]
         stable = [r for r in decided if r["verdict"] == VerdictKind.STABLE.value]
         n, failures = len(decided), len(decided) - len(stable)
-        median, iqr = medians(stable)
+        median, iqr = medians(stable, metric_keys(members))
         verdicts: dict[str, int] = {}
         for r in members:
             verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
@@ -277,6 +410,7 @@ def arm_rows(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> list[dict[str, 
 def representative(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The numbers that stand for ``arm``: medians over its stable runs, or over all its runs
     when none was stable (one run: that run's numbers)."""
-    if any(r["verdict"] == VerdictKind.STABLE.value for r in arm_rows(arm, rows)):
+    members = arm_rows(arm, rows)
+    if any(r["verdict"] == VerdictKind.STABLE.value for r in members):
         return dict(arm.median)
-    return medians(arm_rows(arm, rows))[0]
+    return medians(members, list(arm.median) or None)[0]

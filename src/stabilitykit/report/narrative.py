@@ -1,4 +1,4 @@
-"""The narrative of a stage summary, chosen by rules over the numbers of its runs (DOMAIN.md §6).
+"""The narrative of a stage summary, chosen by rules over the numbers of its runs (docs/gridlines.md §6).
 
 The rules, applied to the stage's own runs (reference rows are only compared):
 
@@ -11,7 +11,11 @@ The rules, applied to the stage's own runs (reference rows are only compared):
 - every run stable -> sweep seeds (``--sk-seeds 5``) while an arm has fewer than 5, else more
   depth; the Wilson bound on 0 failures says what the seeds rule out.
 
-Every sentence quotes the records' numbers: verdict evidence, grad norms, losses, SSIM.
+Every sentence quotes the records' numbers: verdict evidence, grad norms, losses and the
+workload's metrics as its ``workload`` block declares them (label, direction, the trivial
+predictor's floor beside the metric: ``rel L2 0.12 (floor 0.97)``). Comparisons with a reference
+use best val loss and the workload's primary metric, each called worse or better by its direction
+and gate tolerance. A record without a ``workload`` block gets the engine's numbers only.
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stabilitykit.gate.metrics import DEFAULT_RULES, DeclaredMetric, MetricRule
 from stabilitykit.judge.verdict import VerdictKind
-from stabilitykit.report.collate import ArmSummary, arm_rows, representative, wilson_interval
+from stabilitykit.report.collate import (
+    ArmSummary,
+    arm_rows,
+    key_metrics,
+    representative,
+    row_workload,
+    wilson_interval,
+)
 
 INSTABILITY: tuple[str, ...] = ("diverged", "spiking", "collapsed")
 SWEEP_SEEDS = 5  # seeds per arm before "all stable" means "go deeper" rather than "sweep seeds"
@@ -89,6 +101,29 @@ def recipe_text(row: Mapping[str, Any]) -> str:
 # --- the narrative rules -----------------------------------------------------------------------
 
 
+def metric_text(metric: DeclaredMetric, values: Mapping[str, Any]) -> str | None:
+    """``rel L2 0.12 (floor 0.97)``: the metric's label and value, its floor beside it when it
+    declares one; ``None`` when ``values`` has no number for it."""
+    value = values.get(metric.name)
+    if value is None or isinstance(value, bool):
+        return None
+    floor = values.get(metric.floor) if metric.floor else None
+    shown = f" (floor {fmt(floor)})" if floor is not None and not isinstance(floor, bool) else ""
+    return f"{metric.title} {fmt(value)}{shown}"
+
+
+def _primary_numbers(row: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The primary metric and its trivial-predictor floor, as ``(text, value)``."""
+    primary = row_workload(row).primary
+    if primary is None:
+        return []
+    label = primary.title.replace("{", "{{").replace("}", "}}")
+    out = [(label + " {}", row.get(primary.name))]
+    if primary.floor:
+        out.append(("vs trivial-predictor floor {}", row.get(primary.floor)))
+    return out
+
+
 def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
     """The numbers behind ``kind`` in ``row``, for the narrative."""
     r = row
@@ -101,11 +136,11 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
             ("median {}", r.get("grad_norm_preclip_median")),
         ]
     elif kind == "collapsed":
-        candidates = [
-            ("predicted amplitude std {}", r.get("pred_amp_std")),
-            ("vs ground truth {}", r.get("gt_amp_std")),
-            ("amp SSIM {}", r.get("amp_ssim")),
-            ("vs constant-image floor {}", r.get("amp_ssim_floor")),
+        std = row_workload(r).collapse_std
+        if std is not None:
+            candidates += [("prediction std {}", r.get(std[0])), ("vs truth {}", r.get(std[1]))]
+        candidates += _primary_numbers(r)
+        candidates += [
             ("best val loss {}", r.get("best_val_loss")),
             ("at epoch {}", r.get("best_val_epoch")),
             ("final {}", r.get("final_val_loss")),
@@ -114,8 +149,7 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
         candidates = [
             ("initial val loss {}", r.get("initial_val_loss")),
             ("best {}", r.get("best_val_loss")),
-            ("amp SSIM {}", r.get("amp_ssim")),
-            ("vs constant-image floor {}", r.get("amp_ssim_floor")),
+            *_primary_numbers(r),
         ]
     elif kind in ("out_of_memory", "error"):
         candidates = [("{} parameters", r.get("parameters"))]
@@ -124,7 +158,11 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
             ("last epoch {}", r.get("epochs_completed")),
             ("best val loss so far {}", r.get("best_val_loss")),
         ]
-    return ", ".join(text.format(fmt_count(v)) for text, v in candidates if v is not None)
+    return ", ".join(
+        text.format(fmt_count(v))
+        for text, v in candidates
+        if v is not None and not isinstance(v, bool)
+    )
 
 
 def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
@@ -149,11 +187,13 @@ def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
     if stable:
         m = arm.median
         over = " (medians over the stable seeds)" if stable > 1 else ""
+        declared = [metric_text(d, m) for d in key_metrics(row_workload(members[0]))]
+        shown = "".join(f", {t}" for t in declared if t)
         parts.append(
             f"stable in {stable} of {plural(total, 'run')}{over}: best val loss "
-            f"{fmt(m['best_val_loss'])}, amp SSIM {fmt(m['amp_ssim'])}, amp MAE "
-            f"{fmt(m['amp_mae'])}, pre-clip grad norm median {fmt(m['grad_norm_preclip_median'])}"
-            f", p99 {fmt(m['grad_norm_preclip_p99'])}, max {fmt(m['grad_norm_preclip_max'])}"
+            f"{fmt(m.get('best_val_loss'))}{shown}, pre-clip grad norm median "
+            f"{fmt(m.get('grad_norm_preclip_median'))}, p99 {fmt(m.get('grad_norm_preclip_p99'))}"
+            f", max {fmt(m.get('grad_norm_preclip_max'))}"
         )
     if arm.n > 1:
         parts.append(f"failure rate {fmt_rate(arm)}")
@@ -165,38 +205,77 @@ def _delta(value: Any, ref: Any, relative: bool = False) -> str:
         return ""
     diff = value - ref
     if relative and ref > 0 and value / ref > 10:
-        return f" (×{fmt(value / ref, 3)})"
+        return f"×{fmt(value / ref, 3)}"
     if relative and ref:
-        return f" ({diff / abs(ref):+.0%})"
-    return f" ({diff:+.3g})"
+        return f"{diff / abs(ref):+.0%}"
+    return f"{diff:+.3g}"
 
 
-COMPARED: tuple[tuple[str, str, bool], ...] = (
-    ("best_val_loss", "best val loss", True),
-    ("amp_ssim", "amp SSIM", False),
-    ("phase_ssim", "phase SSIM", False),
-    ("amp_mae", "amp MAE", True),
-    ("grad_norm_preclip_max", "pre-clip grad norm max", True),
-)
+def judgement(value: Any, ref: Any, direction: str, rule: MetricRule | None = None) -> str:
+    """``worse``, ``better`` or ``within tolerance`` (of ``rule``, the gate's rule of the metric);
+    without a rule by the sign alone (``same`` when equal); empty when a number is missing."""
+    if value is None or ref is None or direction not in ("lower", "higher"):
+        return ""
+    if rule is not None:
+        if rule.is_worse(value, rule.limit(ref)):
+            return "worse"
+        return "better" if rule.is_better(value, ref) else "within tolerance"
+    if value == ref:
+        return "same"
+    return "worse" if (value > ref) == (direction == "lower") else "better"
+
+
+def _compared(
+    label: str,
+    value: Any,
+    ref: Any,
+    relative: bool,
+    direction: str | None,
+    rule: Any = None,
+    floor: Any = None,
+) -> str:
+    """``best val loss 0.0241 vs 0.0138 (+75%, worse)``; with ``floor`` (the arm's trivial
+    predictor value): ``rel L2 0.3 (floor 0.97) vs 0.12 (+150%, worse)``."""
+    notes = [_delta(value, ref, relative)]
+    if direction is not None:
+        notes.append(judgement(value, ref, direction, rule))
+    shown = ", ".join(n for n in notes if n)
+    at = f" (floor {fmt(floor)})" if floor is not None and value is not None else ""
+    return f"{label} {fmt(value)}{at} vs {fmt(ref)}" + (f" ({shown})" if shown else "")
 
 
 def comparison(
     stage: str, ref: Mapping[str, Any], arm: ArmSummary, rows: Sequence[dict[str, Any]]
 ) -> str:
-    """``arm`` against a reference row, metric by metric with deltas (relative for losses and
-    grad norms, absolute for SSIM); flags a different data hash or scale."""
+    """``arm`` against a reference row: best val loss and the workload's primary metric, each
+    with its delta (relative for losses and relatively-toleranced metrics, else absolute) and
+    worse / better by the metric's direction and gate tolerance, then the pre-clip grad norm
+    max; flags a different data hash, scale or workload."""
     values = representative(arm, rows)
-    parts = [
-        f"{label} {fmt(values[key])} vs {fmt(ref[key])}{_delta(values[key], ref[key], rel)}"
-        for key, label, rel in COMPARED
-        if values.get(key) is not None or ref.get(key) is not None
-    ]
     member = arm_rows(arm, rows)[0]
+    decl, ref_decl = row_workload(member), row_workload(ref)
+    parts = []
+    loss = values.get("best_val_loss"), ref.get("best_val_loss")
+    if any(v is not None for v in loss):
+        rule = DEFAULT_RULES.get("best_val_loss")
+        parts.append(_compared("best val loss", *loss, True, "lower", rule))
+    primary = decl.primary
+    pair = (values.get(primary.name), ref.get(primary.name)) if primary is not None else ()
+    if primary is not None and any(v is not None for v in pair):
+        relative = primary.abs_tol is None and primary.rel_tol is not None
+        floor = values.get(primary.floor) if primary.floor else None
+        rule = primary.rule()
+        parts.append(_compared(primary.title, *pair, relative, primary.direction, rule, floor))
+    grads = values.get("grad_norm_preclip_max"), ref.get("grad_norm_preclip_max")
+    if any(v is not None for v in grads):
+        parts.append(_compared("pre-clip grad norm max", *grads, True, None))
     caveats = []
     if ref.get("data_hash") and member.get("data_hash") and ref["data_hash"] != member["data_hash"]:
         caveats.append(f"different data: {member['data_hash']} vs {ref['data_hash']}")
     if ref.get("scale") != member.get("scale"):
         caveats.append(f"different scale: {member.get('scale')} vs {ref.get('scale')}")
+    if decl.name != ref_decl.name:
+        caveats.append(f"different workload: {decl.name or '–'} vs {ref_decl.name or '–'}")
     caveat = f" ({'; '.join(caveats)})" if caveats else ""
     return (
         f"{stage_title(stage)} `{arm.arm_name}` ({arm_verdicts(arm)}) vs "
@@ -220,7 +299,7 @@ def headline(title: str, arms: Sequence[ArmSummary], rows: Sequence[dict[str, An
         )
         return f"Instability emerged in {len(unstable)} of {plural(len(arms), 'arm')}: {what}."
     if all(r["verdict"] == STABLE for r in rows):
-        peak = max((r["grad_norm_preclip_max"] or 0.0 for r in rows), default=0.0)
+        peak = max((r.get("grad_norm_preclip_max") or 0.0 for r in rows), default=0.0)
         return (
             f"No instability emerged: all {plural(len(rows), 'run')} of "
             f"{plural(len(arms), 'arm')} stayed stable (every loss finite, pre-clip grad norm "
@@ -267,9 +346,13 @@ def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
         options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
     if lr is not None:
         options.append(f"a lower lr (`lr` {lr:g} → {lr / 10:g})")
+    numbers = _kind_numbers("collapsed", row)
     return (
-        f"`{arm.arm_name}` collapsed to a constant amplitude ({_kind_numbers('collapsed', row)}): "
-        "the predicted image carries no structure; try " + " or ".join(options) + "."
+        f"`{arm.arm_name}` collapsed to the trivial predictor"
+        + (f" ({numbers})" if numbers else "")
+        + ": the prediction carries no structure; try "
+        + " or ".join(options)
+        + "."
     )
 
 

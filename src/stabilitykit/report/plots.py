@@ -1,5 +1,9 @@
 """PNG plots of a stage: loss curves, per-step grad norms, reconstructions beside the ground truth.
 
+Reconstructions come from each record's ``reconstruction.npz`` (prediction and ground truth, as
+the workload saved them): complex images as amplitude and phase, real ones as one field. Nothing
+here knows a particular workload.
+
 Each function takes records by label and a path, writes one PNG and returns the path. Figures are
 built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no global backend).
 Missing data never raises: a run with no steps, only non-finite values or no reconstruction gets
@@ -9,6 +13,7 @@ a note in its panel or no row.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,21 +110,38 @@ def plot_grad_norms(records_by_label: Mapping[str, RunRecord], path: str | os.Pa
     return _save(fig, path)
 
 
-def _phase(image: np.ndarray) -> np.ndarray:
-    from stabilitykit.evaluate.metrics import remove_plane
+def remove_plane(phi: np.ndarray) -> np.ndarray:
+    """``phi`` minus its least-squares plane ``a*x + b*y + c`` (x: column, y: row index): on a
+    full grid the centred coordinates and the constant are orthogonal, so three projections."""
+    phi = np.asarray(phi, dtype=float)
+    y = np.arange(phi.shape[0], dtype=float)[:, None]
+    x = np.arange(phi.shape[1], dtype=float)[None, :]
+    y, x = y - y.mean(), x - x.mean()
+    sxx, syy = phi.shape[0] * np.sum(x**2), phi.shape[1] * np.sum(y**2)
+    a = np.sum(phi * x) / sxx if sxx else 0.0
+    b = np.sum(phi * y) / syy if syy else 0.0
+    return phi - (a * x + b * y + phi.mean())
 
-    return remove_plane(np.angle(image))
+
+def _image(x: np.ndarray) -> np.ndarray | None:
+    """``x`` as one 2-D image: singleton axes dropped, the first of any leading ones taken (a
+    channel or sample axis); ``None`` when it is not an image."""
+    x = np.squeeze(np.asarray(x))
+    while x.ndim > 2:
+        x = x[0]
+    return x if x.ndim == 2 and x.size else None
 
 
-def _shown(pred: np.ndarray, truth: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Amplitude (the prediction rescaled as the metrics rescale it) and, when the ground truth
-    has a phase, plane-removed phase: ``(name, prediction, ground truth)``."""
-    from stabilitykit.evaluate.metrics import rescale_amplitude
-
-    pred_amp, gt_amp = np.abs(pred).astype(float), np.abs(truth).astype(float)
-    out = [("amplitude", rescale_amplitude(pred_amp, gt_amp), gt_amp)]
-    if np.iscomplexobj(truth) and np.std(_phase(truth)) > 1e-3:
-        out.append(("phase", _phase(pred), _phase(truth)))
+def panels(pred: np.ndarray, truth: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, prediction, ground truth)`` per panel pair: a complex pair gives the amplitude
+    and, when the truth has a phase beyond a plane, the phase with its plane removed; a real pair
+    (a field such as a Darcy solution) gives itself."""
+    if not (np.iscomplexobj(pred) or np.iscomplexobj(truth)):
+        return [("field", np.asarray(pred, dtype=float), np.asarray(truth, dtype=float))]
+    out = [("amplitude", np.abs(pred).astype(float), np.abs(truth).astype(float))]
+    gt_phase = remove_plane(np.nan_to_num(np.angle(truth)))
+    if np.std(gt_phase) > 1e-3:
+        out.append(("phase", remove_plane(np.nan_to_num(np.angle(pred))), gt_phase))
     return out
 
 
@@ -128,39 +150,84 @@ def _reconstruction(rec: RunRecord) -> tuple[np.ndarray, np.ndarray] | None:
         pair = rec.reconstruction()
     except (OSError, ValueError, KeyError):  # unreadable file: no panel
         return None
-    if pair is None or np.ndim(pair[0]) != 2 or np.shape(pair[0]) != np.shape(pair[1]):
+    if pair is None:
         return None
-    return pair
+    pred, truth = _image(pair[0]), _image(pair[1])
+    if pred is None or truth is None or pred.shape != truth.shape:
+        return None
+    return pred, truth
+
+
+def _who(label: str, rec: RunRecord) -> tuple[str, str]:
+    """``("control (seed 1)", "control-seed1-...")``: the row's name (the plot label and its
+    seed) and its run folder."""
+    arm = rec.arm if isinstance(rec.arm, dict) else {}
+    seed = arm.get("seed", (rec.config.get("seeds") or {}).get("model_init"))
+    short = label if seed is None or f"seed {seed}" in label else f"{label} (seed {seed})"
+    return short, rec.path.name
+
+
+def _range(truth: np.ndarray) -> tuple[float, float]:
+    """The truth's finite min and max (widened when it is constant)."""
+    gt = truth[np.isfinite(truth)]
+    if not gt.size:
+        return 0.0, 1.0
+    lo, hi = float(gt.min()), float(gt.max())
+    if hi <= lo:
+        pad = max(abs(lo), 1.0) * 1e-3
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+CMAPS = {"amplitude": "gray", "phase": "twilight", "field": "viridis"}
 
 
 def plot_reconstructions(
     records_by_label: Mapping[str, RunRecord], path: str | os.PathLike
 ) -> Path:
-    """One row per record with a reconstruction: ground truth and prediction of the amplitude,
-    and of the phase when it is not vacuous; records without one are left out."""
+    """One row per record with ``reconstruction.npz``: ground truth beside the prediction on the
+    same colour range (the truth's min and max, one colour bar per pair); complex images give an
+    amplitude pair and, when the truth has a phase beyond a plane, a phase pair (plane removed),
+    real ones (a field) one pair. The title names each row's run and seed; records without a
+    reconstruction are left out."""
     rows = []
     for label, rec in records_by_label.items():
         pair = _reconstruction(rec)
         if pair is not None:
-            vacuous = rec.metrics.get("phase_vacuous") is True
-            shown = _shown(*pair)
-            rows.append((label, shown[:1] if vacuous else shown))
+            rows.append((_who(label, rec), panels(*pair)))
     if not rows:
         fig = Figure(figsize=(5, 2), layout="constrained")
         _empty(fig.subplots(), "no reconstruction recorded")
         return _save(fig, path)
     ncols = 2 * max(len(shown) for _, shown in rows)
-    fig = Figure(figsize=(2.6 * ncols, 2.6 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(3.0 * ncols, 2.8 * len(rows) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
-    for r, (label, shown) in enumerate(rows):
+    for r, ((name_of_row, run), shown) in enumerate(rows):
         for c in range(ncols):
             axes[r, c].set_axis_off()
         for j, (name, pred, truth) in enumerate(shown):
-            gt = truth[np.isfinite(truth)]
-            lo, hi = (float(gt.min()), float(gt.max())) if gt.size else (None, None)
-            cmap = "twilight" if name == "phase" else "gray"
-            for k, (image, who) in enumerate(((truth, "ground truth"), (pred, label))):
-                ax = axes[r, 2 * j + k]
-                ax.imshow(np.nan_to_num(image), cmap=cmap, vmin=lo, vmax=hi)
-                ax.set_title(f"{who}: {name}", fontsize=8)
+            lo, hi = _range(truth)
+            pair = [axes[r, 2 * j], axes[r, 2 * j + 1]]
+            for ax, image, title in (
+                (pair[0], truth, "ground truth"),
+                (pair[1], pred, "prediction"),
+            ):
+                ax.set_axis_on()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                shown_image = ax.imshow(
+                    np.nan_to_num(image, nan=lo, posinf=hi, neginf=lo),
+                    cmap=CMAPS.get(name, "viridis"),
+                    vmin=lo,
+                    vmax=hi,
+                )
+                ax.set_title(f"{title}: {name}", fontsize=8)
+            fig.colorbar(shown_image, ax=pair, shrink=0.8)
+        axes[r, 0].set_ylabel(f"{name_of_row}\nrun {textwrap.fill(run, 30)}", fontsize=7)
+    if len(rows) == 1:
+        (name_of_row, run), _ = rows[0]
+        title = f"Reconstruction of {name_of_row}, run {run}"
+    else:
+        title = "Reconstructions, one row per run: " + "; ".join(n for (n, _), _ in rows)
+    fig.suptitle(textwrap.fill(title, 45 * ncols // 2), fontsize=9)
     return _save(fig, path)

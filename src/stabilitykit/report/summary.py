@@ -1,6 +1,13 @@
 """The stage summary on disk: ``<stage>_metrics.json`` (rows, arm summaries, references),
 ``summary.md`` (tables, the narrative of :mod:`stabilitykit.report.narrative`, plot links, run
 folders) and ``plots/*.png``.
+
+The tables take their metric columns from the records' ``workload`` blocks
+(:func:`~stabilitykit.report.collate.stage_columns`): each declared metric under its label, with
+the trivial predictor's floor beside the value (``0.33 (floor 0.27)``); arms of several
+workloads get the union, ``–`` where a run lacks a metric. Each row of ``<stage>_metrics.json``
+carries its record's ``workload`` block under ``"workload"`` (``null`` for a record without
+one), so :func:`stabilitykit.gate.arm_run` gates a row by its own workload's rules.
 """
 
 from __future__ import annotations
@@ -12,13 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stabilitykit.gate.metrics import workload_of
 from stabilitykit.record.run_record import RunRecord
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
 from stabilitykit.report.collate import (
-    SUMMARY_COLUMNS,
     ArmSummary,
+    Column,
     arm_rows,
+    declared_metrics,
+    in_table,
     metrics_row,
+    other_keys,
+    other_of,
+    row_workload,
+    stage_columns,
     summarise_arms,
 )
 from stabilitykit.report.narrative import (
@@ -85,6 +99,9 @@ def build_stage_report(
     comparisons = [comparison(stage, ref, a, rows) for ref in refs for a in arms]
     next_steps = recommend(arms, rows)
     notes = [n for rec in (*records, *(references or {}).values()) for n in rec.notes]
+    for rec in (*records, *(references or {}).values()):
+        problems = workload_of(rec.config).problems
+        notes += [f"{rec.path.name}: config.json {p} (left out)" for p in problems]
     return StageReport(
         stage=stage,
         scale=", ".join(scales) if scales else None,
@@ -102,7 +119,8 @@ def build_stage_report(
 
 
 def stage_metrics(report: StageReport) -> dict[str, Any]:
-    """The JSON payload of ``<stage>_metrics.json`` (unstamped)."""
+    """The JSON payload of ``<stage>_metrics.json`` (unstamped). Each row (and reference)
+    carries its record's ``workload`` block, metric declarations included."""
     return {
         "stage": report.stage,
         "scale": report.scale,
@@ -213,11 +231,25 @@ def _link(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
+def cell(values: Mapping[str, Any], column: Column, row: Mapping[str, Any] | None = None) -> str:
+    """A value of ``column``, with its floor beside it when the metric has one:
+    ``0.33 (floor 0.27)``; ``–`` when missing, or when ``row`` (the run's row, whose workload
+    block says what it declares; default ``values``) does not declare the metric."""
+    if not in_table(values if row is None else row, column.key):
+        return fmt(None)
+    value = values.get(column.key)
+    floor = values.get(column.floor) if column.floor else None
+    if value is None or floor is None:
+        return fmt(value)
+    return f"{fmt(value)} (floor {fmt(floor)})"
+
+
 def _run_table(report: StageReport) -> list[str]:
-    header = ["arm", "seed", "verdict", *(h for h, _ in SUMMARY_COLUMNS)]
+    columns = stage_columns([*report.references, *report.rows])
+    header = ["arm", "seed", "verdict", *(c.title for c in columns)]
     body = [
         [f"{r['reference']} (reference)", fmt(r["seed"]), r["verdict"]]
-        + [fmt(r[k]) for _, k in SUMMARY_COLUMNS]
+        + [cell(r, c) for c in columns]
         for r in report.references
     ]
     body += [
@@ -226,28 +258,57 @@ def _run_table(report: StageReport) -> list[str]:
             fmt(r["seed"]),
             r["verdict"] if r["verdict"] == STABLE else f"**{r['verdict']}**",
         ]
-        + [fmt(r[k]) for _, k in SUMMARY_COLUMNS]
+        + [cell(r, c) for c in columns]
         for r in report.rows
     ]
     return _table(header, body)
 
 
+def _other_table(report: StageReport) -> list[str]:
+    """The declared metrics without a tolerance, the diagnostics and the metrics of records
+    without a ``workload`` block, per run: shown, never gated. Empty when there are none."""
+    rows = [*report.references, *report.rows]
+    keys = other_keys(rows)
+    if not keys:
+        return []
+    labels: dict[str, str] = {}
+    for r in rows:
+        for m in row_workload(r).metrics:
+            labels.setdefault(m.name, m.title)
+    body = []
+    for r in rows:
+        own = set(other_of(r))
+        name = f"{r['reference']} (reference)" if r.get("reference") else r["arm_name"]
+        body.append([name, fmt(r["seed"])] + [fmt(r.get(k) if k in own else None) for k in keys])
+    return _table(["arm", "seed", *(labels.get(k, k) for k in keys)], body)
+
+
 def _seed_table(report: StageReport) -> list[str]:
-    keys = (("best val loss", "best_val_loss"), ("amp SSIM", "amp_ssim"), ("amp MAE", "amp_mae"))
+    metrics = declared_metrics(report.rows)
+    keys = [("best val loss", "best_val_loss", None)]
+    keys += [(m.title, m.name, m.floor) for m in metrics]
     header = ["arm", "runs", "verdicts", "failure rate (95% Wilson CI)"]
-    header += [f"{h} median [IQR]" for h, _ in keys] + ["grad norm p99 median"]
+    header += [f"{h} median [IQR]" for h, _, _ in keys] + ["grad norm p99 median"]
     body = []
     for a in report.arms:
-        verdicts = arm_verdicts(a)
-        cells = [f"{fmt(a.median[k])} [{fmt(a.iqr[k], 2)}]" for _, k in keys]
+        cells = []
+        member = arm_rows(a, report.rows)[0]
+        for _, key, floor in keys:
+            if not in_table(member, key):
+                cells.append(fmt(None))
+                continue
+            text = f"{fmt(a.median.get(key))} [{fmt(a.iqr.get(key), 2)}]"
+            if floor and a.median.get(floor) is not None:
+                text += f" (floor {fmt(a.median[floor])})"
+            cells.append(text)
         body.append(
             [
                 a.arm_name,
                 str(len(a.runs)),
-                verdicts,
+                arm_verdicts(a),
                 fmt_rate(a),
                 *cells,
-                fmt(a.median["grad_norm_preclip_p99"]),
+                fmt(a.median.get("grad_norm_preclip_p99")),
             ]
         )
     return _table(header, body)
@@ -269,8 +330,20 @@ def render_markdown(
         "",
         *_run_table(report),
         "",
-        "Grad norms are the global L2 norm before clipping, over the logged steps.",
+        "Grad norms are the global L2 norm before clipping, over the logged steps; ↑ / ↓ mark "
+        "which way a metric is better, and a floor is the trivial predictor's value.",
     ]
+    other = _other_table(report)
+    if other:
+        lines += [
+            "",
+            "## Other metrics",
+            "",
+            *other,
+            "",
+            "Metrics declared without a gate tolerance, diagnostics, and all that a record "
+            "without a workload declaration logged: shown, never gated.",
+        ]
     if any(len(a.runs) > 1 for a in report.arms):
         lines += ["", "## Seeds", "", *_seed_table(report), ""]
         lines.append("Medians and IQR are over the stable seeds; interrupted runs are not judged.")

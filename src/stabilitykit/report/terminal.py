@@ -1,5 +1,6 @@
-"""The stage summary in the terminal: one rich table (arms × key metrics, verdicts coloured,
-reference rows), then the conclusion, the findings and the recommended next experiment.
+"""The stage summary in the terminal: one rich table (arms × best val loss, the workloads' declared
+metrics beside their floors, grad norms; verdicts coloured, reference rows), then the conclusion,
+the findings and the recommended next experiment.
 
 All text from records goes in as :class:`rich.text.Text`, never as markup (evidence such as
 ``[finite] ...`` would otherwise be read as a style tag).
@@ -15,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from stabilitykit.report.collate import SUMMARY_COLUMNS, representative
+from stabilitykit.report.collate import Column, arm_rows, representative, stage_columns
 from stabilitykit.report.narrative import fmt, fmt_rate
-from stabilitykit.report.summary import StageReport
+from stabilitykit.report.summary import StageReport, cell
 
 VERDICT_STYLES = {
     "stable": "bold green",
@@ -44,35 +45,38 @@ def _plain(markdown: str) -> str:
     return markdown.replace("`", "")
 
 
-def _cells(values: dict[str, Any]) -> list[Text]:
-    return [Text(fmt(values.get(key)), justify="right") for _, key in SUMMARY_COLUMNS]
+def _cells(values: dict[str, Any], columns: list[Column], row: dict[str, Any]) -> list[Text]:
+    return [Text(cell(values, c, row), justify="right") for c in columns]
 
 
 def stage_table(report: StageReport) -> Table:
     """Arms × key metrics (medians over stable seeds where an arm has several), references
-    first and dimmed."""
+    first and dimmed. The metric columns are the workloads' declared metrics
+    (:func:`~stabilitykit.report.collate.stage_columns`), each beside its floor."""
     seeded = any(len(a.runs) > 1 for a in report.arms)
+    columns = stage_columns([*report.references, *report.rows])
     table = Table(title=f"{report.title} · scale {report.scale or '–'}", title_justify="left")
     table.add_column("arm")
     table.add_column("seeds", justify="right")
     table.add_column("verdict")
     if seeded:
         table.add_column("failure rate (95% CI)")
-    for header, _ in SUMMARY_COLUMNS:
-        table.add_column(header, justify="right")
+    for column in columns:
+        table.add_column(column.title, justify="right")
     for ref in report.references:
         cells = [Text(f"{ref['reference']} (ref)"), Text(fmt(ref["seed"]))]
         cells.append(verdict_text({ref["verdict"]: 1}, counted=False))
         if seeded:
             cells.append(Text("–"))
-        table.add_row(*cells, *_cells(ref), style="dim")
+        table.add_row(*cells, *_cells(ref, columns, ref), style="dim")
     for arm in report.arms:
         several = len(arm.runs) > 1
         seeds = str(len(arm.runs)) if several else fmt(arm.seeds[0])
         cells = [Text(arm.arm_name), Text(seeds), verdict_text(arm.verdicts, counted=several)]
         if seeded:
             cells.append(Text(fmt_rate(arm) if several else "–"))
-        table.add_row(*cells, *_cells(representative(arm, report.rows)))
+        values = representative(arm, report.rows)
+        table.add_row(*cells, *_cells(values, columns, arm_rows(arm, report.rows)[0]))
     return table
 
 

@@ -1,4 +1,4 @@
-"""Gradient clipping, applied after ``backward`` and before the optimiser step (DOMAIN.md §4).
+"""Gradient clipping, applied after ``backward`` and before the optimiser step (docs/gridlines.md §4).
 
 Every transform is a small function of tensors; :class:`Clipper` picks one by name, clips a model's
 gradients in place and returns the global gradient norm before and after, as device tensors (no host
@@ -15,17 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stabilitykit.models.spectral import SpectralConv2d
-
 CLIP_ALGORITHMS = ("none", "norm", "value", "agc", "agc_unit")
 
 _TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-# Weight layouts of SpectralConv2d that output_unit_dim recognises (the first match wins).
-SPECTRAL_LAYOUTS = (
-    ("re/im", "band", "modes_x", "modes_y", "in", "out"),  # real-matmul layout
-    ("band", "in", "out", "modes_x", "modes_y", "re/im"),  # view_as_complex layout
-)
 
 
 def global_grad_norm(grads: Sequence[Tensor]) -> Tensor:
@@ -155,39 +147,17 @@ def agc_unit(
 def output_unit_dim(module: nn.Module, param_name: str) -> int:
     """The dim of ``module``'s parameter ``param_name`` that indexes output units.
 
-    A layer may declare it: ``module.output_unit_dims = {"weight": 5}``. Otherwise:
-    ``SpectralConv2d.weight``: its output-channel dim, read off the weight's layout
-    (:data:`SPECTRAL_LAYOUTS`); ``ConvTransposeNd.weight`` ``(in, out/groups, ...)``: 1 (with
-    ``groups > 1`` a unit spans that output index in every group); anything else follows
-    torch's ``(out, ...)`` layout: 0.
+    A layer may declare it: ``module.output_unit_dims = {"weight": 5}`` (``SpectralConv2d``
+    does, from its weight layout). Otherwise ``ConvTransposeNd.weight`` ``(in, out/groups,
+    ...)``: 1 (with ``groups > 1`` a unit spans that output index in every group); anything else
+    follows torch's ``(out, ...)`` layout: 0.
     """
     declared = getattr(module, "output_unit_dims", None)
     if declared is not None and param_name in declared:
         return int(declared[param_name])
-    if param_name == "weight" and isinstance(module, SpectralConv2d):
-        return _spectral_out_dim(module)
     if param_name == "weight" and isinstance(module, _TRANSPOSED_CONVS):
         return 1
     return 0
-
-
-def _spectral_out_dim(module: SpectralConv2d) -> int:
-    sizes = {
-        "re/im": 2,
-        "band": 2,
-        "in": module.in_channels,
-        "out": module.out_channels,
-        "modes_x": module.modes_x,
-        "modes_y": module.modes_y,
-    }
-    shape = tuple(module.weight.shape)
-    for layout in SPECTRAL_LAYOUTS:
-        if tuple(sizes[axis] for axis in layout) == shape:
-            return layout.index("out")
-    raise ValueError(
-        f"output_unit_dim: expected a SpectralConv2d weight laid out as one of {SPECTRAL_LAYOUTS} "
-        f"with sizes {sizes}, got shape {shape}; declare `output_unit_dims` on the layer"
-    )
 
 
 def final_layer_name(model: nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""The training loop: plain PyTorch, physics loss, clipping, telemetry, per-epoch validation.
+"""The training loop: plain PyTorch, the workload's loss, clipping, telemetry, per-epoch validation.
 
 The loop owns no files: it hands step rows to ``on_steps`` and epoch rows to ``on_epoch`` as they
 happen, and returns a :class:`TrainOutcome` whose ``status`` says how it ended.
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from stabilitykit.physics.forward import far_field_amplitude
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.schedulers import build_scheduler
 from stabilitykit.train.telemetry import StepBuffer
+from stabilitykit.workload import Batch, LossFn, Tensors
 
 STATUSES = ("completed", "diverged", "out_of_memory", "error", "interrupted")
 
@@ -37,17 +37,12 @@ class TrainOutcome:
 
 @dataclass(frozen=True)
 class TrainSetup:
-    """Everything the loop needs, already on the device.
-
-    ``x_train``/``x_test``: measured amplitudes ``(n, C, N, N)`` float32; ``probe`` ``(N, N)``
-    complex64.
-    """
+    """Everything the loop needs, already on the device: the model, the workload's tensors and
+    its loss ``loss_fn(model, batch) -> 0-d tensor``. ``label`` names the workload in errors."""
 
     model: nn.Module
-    x_train: torch.Tensor
-    x_test: torch.Tensor
-    probe: torch.Tensor
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    tensors: Tensors
+    loss_fn: LossFn
     optimizer: torch.optim.Optimizer
     clipper: Clipper
     epochs: int
@@ -55,9 +50,12 @@ class TrainSetup:
     grad_norm_every: int
     scheduler: str = "constant"
     warmup_epochs: int = 0
+    lr_step_epochs: int = 100
+    lr_gamma: float = 0.5
     shuffle_seed: int = 0
     flush_every: int = 1
     eval_batch_size: int = 128
+    label: str = "workload"
 
 
 def build_optimizer(
@@ -73,20 +71,31 @@ def build_optimizer(
     raise ValueError(f"optimizer: got {name!r}; allowed: ('adam', 'adamw', 'sgd')")
 
 
-def physics_loss(setup: TrainSetup, x: torch.Tensor) -> torch.Tensor:
-    """Loss of the model on measured amplitudes ``x`` through the far-field forward model."""
-    return setup.loss_fn(far_field_amplitude(setup.model(x), setup.probe), x)
+def batch_loss(setup: TrainSetup, batch: Batch) -> torch.Tensor:
+    """The workload's loss of the model on ``batch``."""
+    return setup.loss_fn(setup.model, batch)
+
+
+def check_loss(setup: TrainSetup, loss: object) -> torch.Tensor:
+    """``loss`` when it is a 0-d floating tensor, else a ``ValueError`` naming the workload."""
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.is_floating_point():
+        got = f"shape {tuple(loss.shape)} {loss.dtype}" if isinstance(loss, torch.Tensor) else loss
+        raise ValueError(
+            f"{setup.label}, loss_fn: expected a 0-d floating tensor (a scalar loss), got {got!r}"
+        )
+    return loss
 
 
 @torch.no_grad()
 def validation_loss(setup: TrainSetup) -> float:
     """Mean loss over the test split (batch-size weighted), in eval mode."""
     setup.model.eval()
-    total, count = setup.x_test.new_zeros(()), 0
-    for start in range(0, len(setup.x_test), setup.eval_batch_size):
-        x = setup.x_test[start : start + setup.eval_batch_size]
-        total += physics_loss(setup, x) * len(x)
-        count += len(x)
+    test = setup.tensors.test
+    total, count = test[0].new_zeros((), dtype=torch.float32), 0
+    for start in range(0, len(test[0]), setup.eval_batch_size):
+        batch = tuple(t[start : start + setup.eval_batch_size] for t in test)
+        total += check_loss(setup, batch_loss(setup, batch)) * len(batch[0])
+        count += len(batch[0])
     setup.model.train()
     return float(total / max(count, 1))
 
@@ -116,10 +125,16 @@ def train(
     outcome = TrainOutcome(status="completed")
     buffer = StepBuffer(on_steps, setup.flush_every)
     scheduler = build_scheduler(
-        setup.optimizer, setup.scheduler, epochs=setup.epochs, warmup_epochs=setup.warmup_epochs
+        setup.optimizer,
+        setup.scheduler,
+        epochs=setup.epochs,
+        warmup_epochs=setup.warmup_epochs,
+        step_epochs=setup.lr_step_epochs,
+        gamma=setup.lr_gamma,
     )
     generator = torch.Generator().manual_seed(setup.shuffle_seed)
-    n = len(setup.x_train)
+    train_tensors = setup.tensors.train
+    n = len(train_tensors[0])
     steps_per_epoch = max(1, -(-n // setup.batch_size))
     started = time.perf_counter()
     step = 0
@@ -131,13 +146,15 @@ def train(
         setup.model.train()
         for epoch in range(1, setup.epochs + 1):
             epoch_start = time.perf_counter()
-            order = torch.randperm(n, generator=generator).to(setup.x_train.device)
+            order = torch.randperm(n, generator=generator).to(train_tensors[0].device)
             lr = scheduler.lr
-            loss_sum = setup.x_train.new_zeros(())
+            loss_sum = train_tensors[0].new_zeros((), dtype=torch.float32)
             for i in range(steps_per_epoch):
-                x = setup.x_train[order[i * setup.batch_size : (i + 1) * setup.batch_size]]
+                index = order[i * setup.batch_size : (i + 1) * setup.batch_size]
                 setup.optimizer.zero_grad(set_to_none=True)
-                loss = physics_loss(setup, x)
+                loss = batch_loss(setup, tuple(t[index] for t in train_tensors))
+                if step == 0:
+                    check_loss(setup, loss)
                 loss.backward()
                 pre, post = setup.clipper(setup.model)
                 setup.optimizer.step()

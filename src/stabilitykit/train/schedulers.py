@@ -1,7 +1,7 @@
-"""Learning-rate schedules stepped once per epoch (DOMAIN.md §4).
+"""Learning-rate schedules stepped once per epoch (docs/gridlines.md §4).
 
 One wrapper for all of them, so the loop always calls ``step(val_loss)`` and logs ``lr``: the
-original study built two schedulers and never stepped them (DOMAIN.md §7, lesson 7).
+original study built two schedulers and never stepped them (docs/gridlines.md §7, lesson 7).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import math
 from collections.abc import Callable
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau, StepLR
 
-SCHEDULERS = ("constant", "warmup_cosine", "plateau")
+SCHEDULERS = ("constant", "warmup_cosine", "plateau", "step")
 
 
 def warmup_cosine_factor(
@@ -40,12 +40,14 @@ class EpochScheduler:
             (:func:`warmup_cosine_factor` through ``LambdaLR``); ``plateau``
             (``ReduceLROnPlateau``, mode min: the lr is multiplied by ``plateau_factor`` at the
             ``plateau_patience + 1``-th consecutive epoch without a relative improvement of
-            1e-4, never below ``min_lr``).
+            1e-4, never below ``min_lr``); ``step`` (``StepLR``: the lr is multiplied by
+            ``gamma`` every ``step_epochs`` epochs, the FNO paper's schedule).
         epochs: epochs the run will train.
         warmup_epochs: ``warmup_cosine`` only; ``0 <= warmup_epochs < epochs``.
         plateau_patience: ``plateau`` only; epochs without improvement that are tolerated.
         plateau_factor: ``plateau`` only; in (0, 1).
         min_lr: floor of ``plateau``, end point of ``warmup_cosine``; at most each group's lr.
+        step_epochs, gamma: ``step`` only; an int >= 1 and a factor in (0, 1].
     """
 
     def __init__(
@@ -58,12 +60,17 @@ class EpochScheduler:
         plateau_patience: int = 5,
         plateau_factor: float = 0.5,
         min_lr: float = 0.0,
+        step_epochs: int = 100,
+        gamma: float = 0.5,
     ) -> None:
         if name not in SCHEDULERS:
             raise ValueError(f"EpochScheduler: name must be one of {SCHEDULERS}, got {name!r}")
         _check_int("epochs", epochs, low=1)
         _check_int("warmup_epochs", warmup_epochs, low=0)
         _check_int("plateau_patience", plateau_patience, low=0)
+        _check_int("step_epochs", step_epochs, low=1)
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"EpochScheduler: gamma must be in (0, 1], got {gamma!r}")
         if name == "warmup_cosine" and warmup_epochs >= epochs:
             raise ValueError(
                 f"EpochScheduler: warmup_epochs must be < epochs ({epochs}), got {warmup_epochs}"
@@ -88,6 +95,8 @@ class EpochScheduler:
             self._torch = LambdaLR(
                 optimizer, [self._cosine(epochs, warmup_epochs, r) for r in ratios]
             )
+        elif name == "step":
+            self._torch = StepLR(optimizer, step_size=step_epochs, gamma=gamma)
         elif name == "plateau":
             self._torch = ReduceLROnPlateau(
                 optimizer, "min", factor=plateau_factor, patience=plateau_patience, min_lr=min_lr

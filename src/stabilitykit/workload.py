@@ -1,0 +1,389 @@
+"""The workload interface: everything problem-specific, behind one small ABC.
+
+A workload owns its data set (built from a frozen spec, content-addressed and cached), its models
+(built from an arm's model settings), the loss of a batch, the evaluation into named metrics with
+their directions, default gate tolerances and trivial-predictor floors, and the images for the
+report. The engine (arm, loop, criteria, records, reports, gate, plugin) sees only this interface
+and imports no particular workload (docs/workloads.md).
+
+Workloads are found by name: the built-in ones and third-party packages register an entry point
+in the ``stabilitykit.workloads`` group; a user's own class registers itself with
+:func:`register_workload` (or is passed to ``Arm(workload=...)`` directly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+ENTRY_POINT_GROUP = "stabilitykit.workloads"
+DIRECTIONS = ("higher", "lower")
+
+Batch = tuple[torch.Tensor, ...]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+class WorkloadError(ValueError):
+    """A workload broke its contract; the message names the workload, the method and what was
+    expected."""
+
+    def __init__(self, workload: str, method: str, problem: str) -> None:
+        super().__init__(f"workload {workload!r}, {method}: {problem}")
+        self.workload, self.method, self.problem = workload, method, problem
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One judged metric: which way is better, its default gate tolerance (the allowed change
+    from a baseline value ``ref`` is ``abs_tol + rel_tol * |ref|``), and the name of the metric
+    that holds the trivial predictor's value, if any (``floor``)."""
+
+    name: str
+    direction: Literal["higher", "lower"]
+    abs_tol: float | None = None
+    rel_tol: float | None = None
+    floor: str | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"MetricSpec.name: got {self.name!r}; allowed: an identifier")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"MetricSpec({self.name!r}).direction: got {self.direction!r}; "
+                f"allowed: one of {DIRECTIONS}"
+            )
+        for key in ("abs_tol", "rel_tol"):
+            value = getattr(self, key)
+            if value is not None and not (_is_number(value) and value >= 0):
+                raise ValueError(
+                    f"MetricSpec({self.name!r}).{key}: got {value!r}; "
+                    "allowed: a number >= 0 or None"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["label"] = self.label or self.name
+        return out
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """A data set as the loop sees it: ``train`` and ``test`` are tuples of tensors on the
+    device, indexed by sample along dim 0 (e.g. ``(inputs, targets)``, or ``(inputs,)`` for a
+    self-supervised problem). A batch is the same tuple indexed by sample indices."""
+
+    train: Batch
+    test: Batch
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            parts = getattr(self, split)
+            if not isinstance(parts, tuple) or not parts:
+                raise ValueError(f"Tensors.{split}: expected a non-empty tuple of tensors")
+            sizes = {len(t) for t in parts}
+            if len(sizes) != 1 or 0 in sizes:
+                raise ValueError(
+                    f"Tensors.{split}: every tensor needs the same number (> 0) of samples along "
+                    f"dim 0, got {[tuple(t.shape) for t in parts]}"
+                )
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train[0])
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :meth:`Workload.evaluate` returns: named metrics (a declared metric or diagnostic
+    each; ``None`` where not defined, e.g. a phase metric of a data set without phase) and
+    optional images ``{name: (prediction, truth)}`` for the report, the first one drawn."""
+
+    metrics: dict[str, float | int | bool | None]
+    images: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoSpec:
+    """The spec of a workload whose data set has no settings."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NoSpec:
+        if d:
+            raise ValueError(f"NoSpec.from_dict: this workload's spec has no fields, got {dict(d)}")
+        return cls()
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes for one scale: data-spec fields, model fields and epochs to set; a ``modes_cap``
+    caps the modes. A scale changes sizes and epochs, never the meaning of an arm."""
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    model: Mapping[str, Any] = field(default_factory=dict)
+    modes_cap: int | None = None
+    epochs: int | None = None
+
+
+class Workload(ABC):
+    """A problem to train on. Subclass it, fill the class attributes, implement the abstract
+    methods; :class:`stabilitykit.workloads.supervised.SupervisedWorkload` fills most of it for
+    a regression from arrays.
+
+    Class attributes:
+        name: the registry name (``Arm.workload``).
+        spec_type: a frozen dataclass of the data set's settings (``to_dict``/``from_dict``).
+        architectures: allowed ``Arm.architecture`` values -> their default model fields; the
+            first is the default.
+        losses: allowed ``Arm.loss`` values; the first is the default.
+        metrics: the judged metrics (direction, tolerance, floor).
+        diagnostics: other names :meth:`evaluate` may return (floors, stds), shown, not gated.
+        primary_metric: the metric criteria and summaries lead with.
+        collapse_std: ``(prediction std, truth std)`` metric names, when the workload reports
+            them: a prediction whose std is a small fraction of the truth's is constant.
+        scales: ``smoke``/``ci``/``full`` -> :class:`Scale` (a missing scale changes nothing).
+        code: names of further modules or packages whose source changes the numbers (e.g. a
+            shared model library); they enter the workload's code fingerprint.
+    """
+
+    name: ClassVar[str]
+    spec_type: ClassVar[type] = NoSpec
+    architectures: ClassVar[Mapping[str, Mapping[str, Any]]]
+    losses: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[tuple[MetricSpec, ...]]
+    diagnostics: ClassVar[tuple[str, ...]] = ()
+    primary_metric: ClassVar[str]
+    collapse_std: ClassVar[tuple[str, str] | None] = None
+    scales: ClassVar[Mapping[str, Scale]] = {}
+    code: ClassVar[tuple[str, ...]] = ()
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def default_spec(self) -> Any:
+        return self.spec_type()
+
+    def spec_from_dict(self, d: Mapping[str, Any]) -> Any:
+        from_dict = getattr(self.spec_type, "from_dict", None)
+        return from_dict(d) if callable(from_dict) else self.spec_type(**d)
+
+    @abstractmethod
+    def data_hash(self, spec: Any) -> str:
+        """The content address of the data set of ``spec`` (16 hex)."""
+
+    @abstractmethod
+    def build_data(self, spec: Any, cache_dir: Path) -> Any:
+        """The data set of ``spec``, through the cache in ``cache_dir``."""
+
+    @abstractmethod
+    def tensors(self, data: Any, device: torch.device) -> Tensors:
+        """The train and test tensors of ``data`` on ``device``."""
+
+    def seeds(self, spec: Any) -> dict[str, int]:
+        """Seeds of the data set, for the record."""
+        seed = getattr(spec, "seed", None)
+        return {"data": seed} if isinstance(seed, int) else {}
+
+    # --- model --------------------------------------------------------------------------------
+
+    def validate_model(  # noqa: B027 (optional hook: the default checks nothing more)
+        self, spec: Any, architecture: str, kwargs: Mapping[str, Any]
+    ) -> None:
+        """Raise ``ValueError`` naming the field when a model cannot be built (before training).
+        The default accepts anything the architecture's defaults list."""
+
+    @abstractmethod
+    def build_model(self, data: Any, architecture: str, **kwargs: Any) -> nn.Module:
+        """A fresh model for the data set ``data`` (as :meth:`build_data` returned it);
+        ``kwargs`` are the architecture's defaults overridden by the arm."""
+
+    # --- loss and evaluation ------------------------------------------------------------------
+
+    @abstractmethod
+    def loss_fn(self, loss: str, data: Any, device: torch.device) -> LossFn:
+        """The training loss ``loss`` (one of :attr:`losses`) as ``fn(model, batch) -> 0-d``."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Any, tensors: Tensors) -> Evaluation:
+        """Named metrics of the trained ``model`` on the test split (model in eval mode)."""
+
+    # --- what the engine derives --------------------------------------------------------------
+
+    def scale(self, name: str) -> Scale:
+        return self.scales.get(name, Scale(name))
+
+    def describe(self) -> dict[str, Any]:
+        """The workload's block of ``config.json``: name, code fingerprint, metric declarations."""
+        return {
+            "name": self.name,
+            "fingerprint": fingerprint(type(self)),
+            "primary_metric": self.primary_metric,
+            "metrics": [m.to_dict() for m in self.metrics],
+            "diagnostics": list(self.diagnostics),
+            "collapse_std": list(self.collapse_std) if self.collapse_std else None,
+        }
+
+    def check_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Raise :class:`WorkloadError` for a metric with no declaration or a value that is not a
+        finite number (``None`` and bools pass: not defined, or a flag)."""
+        declared = {m.name for m in self.metrics} | set(self.diagnostics)
+        for key, value in metrics.items():
+            if key not in declared:
+                raise WorkloadError(
+                    self.name,
+                    "evaluate",
+                    f"metric {key!r} has no declared direction; declare it in `metrics` "
+                    f"(MetricSpec) or `diagnostics` (declared: {sorted(declared)})",
+                )
+            if value is None or isinstance(value, bool):
+                continue
+            if not _is_number(value):
+                raise WorkloadError(
+                    self.name, "evaluate", f"metric {key!r} is {value!r}; expected a finite number"
+                )
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    """``spec.to_dict()``, or ``dataclasses.asdict`` of a plain frozen dataclass."""
+    to_dict = getattr(spec, "to_dict", None)
+    return to_dict() if callable(to_dict) else dataclasses.asdict(spec)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_declarations(cls: type[Workload]) -> None:
+    """Raise ``TypeError`` naming the attribute when a workload class is incomplete."""
+    where = getattr(cls, "__name__", str(cls))
+    for attr in ("name", "architectures", "losses", "metrics", "primary_metric"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"workload {where}: class attribute {attr!r} is missing")
+    if not isinstance(cls.name, str) or not cls.name.replace("_", "").isalnum():
+        raise TypeError(f"workload {where}: name {cls.name!r}; allowed: letters, digits, _")
+    if not cls.architectures or not cls.losses:
+        raise TypeError(f"workload {cls.name!r}: architectures and losses must not be empty")
+    names = [m.name for m in cls.metrics]
+    if cls.primary_metric not in names:
+        raise TypeError(
+            f"workload {cls.name!r}: primary_metric {cls.primary_metric!r} is not in metrics "
+            f"{names}"
+        )
+    declared = set(names) | set(cls.diagnostics)
+    for m in cls.metrics:
+        if m.floor is not None and m.floor not in declared:
+            raise TypeError(
+                f"workload {cls.name!r}: metric {m.name!r} has floor {m.floor!r}, which is not "
+                "declared in metrics or diagnostics"
+            )
+
+
+# --- fingerprints -----------------------------------------------------------------------------
+
+
+@functools.cache
+def fingerprint(cls: type) -> str:
+    """sha256 (16 hex) over the source of the workload's code: its module's package folder for a
+    workload in a package (``stabilitykit/workloads/gridlines/``), else its module file, plus the
+    modules of its base classes below :class:`Workload`, plus the modules named in ``code``.
+    A change to a user's model code in
+    that file changes every arm hash of the workload, so the gate says "not comparable"."""
+    files: set[Path] = set()
+    for klass in cls.__mro__:
+        if klass in (Workload, object) or klass.__module__ == "builtins":
+            continue
+        try:
+            source = Path(inspect.getfile(klass)).resolve()
+        except (TypeError, OSError):
+            continue
+        if source.name == "__init__.py" or (source.parent / "__init__.py").exists():
+            package = source.parent
+            if package.name != "workloads":  # a workload folder: all of it
+                files.update(package.rglob("*.py"))
+                continue
+        files.add(source)
+    for module in getattr(cls, "code", ()):
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"workload {cls.__name__}: code module {module!r} not found")
+        origin = Path(spec.origin)
+        files.update(origin.parent.rglob("*.py") if origin.name == "__init__.py" else [origin])
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Workload] = {}
+
+
+def register_workload(workload: type[Workload] | Workload) -> Workload:
+    """Register a workload class or instance under its ``name``; returns the instance. Usable as
+    a class decorator. Registering another class under a taken name raises ``ValueError``."""
+    cls = workload if isinstance(workload, type) else type(workload)
+    if not issubclass(cls, Workload):
+        raise TypeError(
+            f"register_workload: expected a Workload subclass or instance, got {workload!r}"
+        )
+    check_declarations(cls)
+    instance = workload() if isinstance(workload, type) else workload
+    fingerprint(cls)  # the code as it was when registered (a later edit of the file differs)
+    old = _REGISTRY.get(instance.name)
+    if old is not None and _qualname(type(old)) != _qualname(type(instance)):
+        raise ValueError(
+            f"workload name {instance.name!r} is taken by {_qualname(type(old))}; "
+            f"{_qualname(type(instance))} needs another name"
+        )
+    _REGISTRY[instance.name] = instance
+    return workload if isinstance(workload, type) else instance  # type: ignore[return-value]
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.cache
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_workloads() -> list[str]:
+    """Names of the registered workloads and of every ``stabilitykit.workloads`` entry point."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def get_workload(workload: str | type[Workload] | Workload) -> Workload:
+    """The registered workload of that name (loading its entry point on first use), or the class
+    or instance given, registered on the way."""
+    if not isinstance(workload, str):
+        instance = register_workload(workload)
+        return _REGISTRY[instance.name]
+    if workload not in _REGISTRY:
+        ep = _entry_points().get(workload)
+        if ep is None:
+            raise ValueError(
+                f"workload: got {workload!r}; allowed: one of {available_workloads()} (or "
+                "register your own with stabilitykit.register_workload)"
+            )
+        register_workload(ep.load())
+    return _REGISTRY[workload]

@@ -1,0 +1,241 @@
+"""The workload interface: registry, fingerprints, the import picture, and a broken workload's
+errors and verdicts."""
+
+import ast
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import stabilitykit
+from stabilitykit import Arm, Evaluation, MetricSpec, SupervisedWorkload, Workload, run_arm
+from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.record.run_record import read_record
+from stabilitykit.workload import (
+    WorkloadError,
+    available_workloads,
+    fingerprint,
+    get_workload,
+    register_workload,
+)
+
+SRC = Path(stabilitykit.__file__).parent
+ENGINE = ["arm.py", "run.py", "stage.py", "plugin.py", "cli.py", "shard.py", "workload.py"]
+ENGINE += ["cache.py", "train", "judge", "record", "report", "gate"]
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("part", ENGINE)
+def test_the_engine_imports_no_workload_and_no_model(part):
+    target = SRC / part
+    files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    for path in files:
+        bad = {
+            m
+            for m in _imports(path)
+            if m.startswith(("stabilitykit.workloads", "stabilitykit.models"))
+        }
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"
+
+
+class Shift(SupervisedWorkload):
+    """y = 2 * x shifted one column: a 3x3 convolution learns it."""
+
+    name = "test_shift"
+
+    def arrays(self, spec):
+        x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
+        y = 2 * np.roll(x, 1, axis=-1)
+        return {"x_train": x[:32], "y_train": y[:32], "x_test": x[32:], "y_test": y[32:]}
+
+    def build_model(self, data, architecture, **kwargs):
+        return nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular")
+
+
+ARM = Arm(name="shift", workload=Shift, epochs=30, lr=3e-2, batch_size=8, clip="norm")
+
+
+@pytest.fixture
+def run(tmp_path):
+    def go(arm, **kw):
+        return run_arm(arm, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", **kw)
+
+    return go
+
+
+def test_a_users_supervised_workload_learns_and_is_recorded(run):
+    result = run(ARM)
+    assert result.verdict.kind is VerdictKind.STABLE, result.verdict.explain()
+    m = result.metrics
+    assert m["rel_l2"] < 0.1 * m["rel_l2_floor"]
+    config = read_record(result.run_dir).config
+    assert config["workload"]["name"] == "test_shift"
+    assert config["workload"]["primary_metric"] == "rel_l2"
+    assert config["arm"]["workload_code"] == fingerprint(Shift)
+    assert (result.run_dir / "reconstruction.npz").exists()
+
+
+def test_registry_resolves_names_and_entry_points():
+    assert {"gridlines", "darcy"} <= set(available_workloads())
+    assert get_workload("darcy").name == "darcy"
+    assert ARM.workload == "test_shift" and get_workload("test_shift").name == "test_shift"
+    with pytest.raises(ValueError, match=r"workload: got 'nope'; allowed: one of \["):
+        get_workload("nope")
+    with pytest.raises(ValueError, match=r"Arm\.workload"):
+        Arm(workload="nope")
+
+
+def test_another_class_cannot_take_a_registered_name():
+    class Impostor(Shift):
+        pass
+
+    with pytest.raises(ValueError, match="is taken by"):
+        register_workload(Impostor)
+
+
+def test_arm_fields_are_checked_against_the_workload():
+    with pytest.raises(
+        ValueError, match=r"Arm.architecture: got 'hybrid'; allowed: one of \('fno',\)"
+    ):
+        Arm(workload="darcy", architecture="hybrid")
+    with pytest.raises(ValueError, match=r"Arm.loss: got 'mae'.*'rel_l2'"):
+        Arm(workload="darcy", loss="mae")
+    with pytest.raises(ValueError, match=r"Arm\.data: .*a DarcySpec"):
+        Arm(workload="darcy", data=get_workload("gridlines").default_spec())
+    with pytest.raises(ValueError, match="modes"):
+        Arm(workload="darcy", modes=43)  # 2 x 43 > 85
+    assert Arm(workload="darcy").architecture == "fno"
+    assert Arm.from_dict(Arm(workload="darcy").to_dict()).hash == Arm(workload="darcy").hash
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+USER_MODULE = """
+import numpy as np
+from torch import nn
+from stabilitykit import SupervisedWorkload
+
+class Mine(SupervisedWorkload):
+    name = "{name}"
+
+    def arrays(self, spec):
+        x = np.ones((4, 1, 4, 4), np.float32)
+        return {{"x_train": x, "y_train": x, "x_test": x, "y_test": x}}
+
+    def build_model(self, data, architecture, **kwargs):
+        return nn.Conv2d(1, 1, {kernel}, padding="same")
+"""
+
+
+def test_a_change_to_the_users_model_code_changes_the_arm_hash(tmp_path):
+    path = tmp_path / "my_workload.py"
+    path.write_text(USER_MODULE.format(name="fp_one", kernel=1))
+    first = Arm(workload=_load(path, "fp_mod_one").Mine)
+    path.write_text(USER_MODULE.format(name="fp_two", kernel=3))
+    second = Arm(workload=_load(path, "fp_mod_two").Mine)
+    assert first.to_dict()["workload_code"] != second.to_dict()["workload_code"]
+    same = {k: v for k, v in first.to_dict().items() if k not in ("workload", "workload_code")}
+    other = {k: v for k, v in second.to_dict().items() if k not in ("workload", "workload_code")}
+    assert same == other and first.hash != second.hash
+
+
+# --- a broken workload: errors before training, verdicts during it ----------------------------
+
+
+def _broken(name, **methods):
+    return register_workload(type(name, (Shift,), {"name": name, **methods}))
+
+
+def test_wrong_data_shape_is_refused_before_training(run, tmp_path):
+    def arrays(self, spec):
+        x = np.zeros((8, 1, 4, 4), np.float32)
+        return {"x_train": x, "y_train": x[:5], "x_test": x, "y_test": x}
+
+    arm = ARM.replace(workload=_broken("bad_shapes", arrays=arrays))
+    with pytest.raises(WorkloadError, match="workload 'bad_shapes', arrays: x_train has 8"):
+        run(arm)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_of_the_wrong_output_shape_is_an_error_verdict(run):
+    def build_model(self, data, architecture, **kwargs):
+        return nn.Conv2d(1, 2, 1)
+
+    result = run(ARM.replace(workload=_broken("bad_model", build_model=build_model)))
+    assert result.verdict.kind is VerdictKind.ERROR
+    message = result.verdict.evidence[0].message
+    assert "workload 'bad_model', build_model" in message and "(8, 2, 8, 8)" in message
+    assert read_record(result.run_dir).complete
+    assert result.stats["steps"] == 0  # found by the epoch-0 validation, before any step
+
+
+def test_a_loss_that_is_not_a_scalar_is_an_error_verdict(run):
+    def loss_fn(self, loss, data, device):
+        return lambda model, batch: (model(batch[0]) - batch[1]) ** 2
+
+    result = run(ARM.replace(workload=_broken("vector_loss", loss_fn=loss_fn)))
+    assert result.verdict.kind is VerdictKind.ERROR
+    assert "workload 'vector_loss', loss_fn: expected a 0-d" in result.verdict.evidence[0].message
+    assert read_record(result.run_dir).complete
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ({"rel_l2": 0.1, "surprise": 1.0}, "metric 'surprise' has no declared direction"),
+        ({"rel_l2": math.nan}, "metric 'rel_l2' is nan; expected a finite number"),
+        ({"rel_l2": "0.1"}, "metric 'rel_l2' is '0.1'"),
+    ],
+)
+def test_undeclared_or_non_finite_metrics_are_an_error_verdict(run, metrics, expected):
+    def evaluate(self, model, data, tensors):
+        return Evaluation(dict(metrics))
+
+    name = f"bad_metrics_{abs(hash(expected)) % 10**6}"
+    result = run(ARM.replace(epochs=1, workload=_broken(name, evaluate=evaluate)))
+    assert result.verdict.kind is VerdictKind.ERROR
+    assert expected in result.verdict.evidence[0].message
+    record = read_record(result.run_dir)
+    assert record.complete and record.load_state_dict()  # weights kept
+
+
+def test_an_incomplete_workload_class_is_refused():
+    class NoPrimary(Workload):
+        name = "no_primary"
+        architectures: ClassVar = {"m": {}}
+        losses = ("l",)
+        metrics = (MetricSpec("a", "lower"),)
+        primary_metric = "b"
+
+    with pytest.raises(TypeError, match="primary_metric 'b' is not in metrics"):
+        register_workload(NoPrimary)
+    with pytest.raises(ValueError, match=r"MetricSpec\('x'\).direction: got 'up'"):
+        MetricSpec("x", "up")
+
+
+def test_tensors_and_metric_checks_name_what_is_wrong():
+    from stabilitykit.workload import Tensors
+
+    with pytest.raises(ValueError, match=r"Tensors\.train: every tensor needs the same number"):
+        Tensors(train=(torch.zeros(3, 1), torch.zeros(2, 1)), test=(torch.zeros(1, 1),))
