@@ -29,6 +29,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 CLIP_ALGORITHMS = ("none", "norm", "value", "agc", "agc_unit")
 SCHEDULERS = ("constant", "warmup_cosine", "plateau", "step")
 SCALES = ("smoke", "ci", "full")
+#: The scale that runs every arm as written (recorded as the arm's own ``scale``, "custom").
+AS_WRITTEN = "none"
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -286,7 +288,26 @@ def scale_arm(arm: Arm, scale: Scale) -> Arm:
 
 def apply_scale(arm: Arm, scale: str) -> Arm:
     """Return ``arm`` at ``scale`` (one of ``SCALES``), as its workload sizes that scale; the
-    scale name is recorded on the arm."""
+    scale name is recorded on the arm. ``"none"`` returns the arm as written."""
+    if scale == AS_WRITTEN:
+        return arm
     if scale not in SCALES:
-        raise ValueError(f"scale: got {scale!r}; allowed: one of {SCALES}")
+        raise ValueError(f"scale: got {scale!r}; allowed: one of {(*SCALES, AS_WRITTEN)}")
     return scale_arm(arm, arm.workload_impl.scale(scale))
+
+
+def scale_changes(written: Arm, scaled: Arm) -> dict[str, list[Any]]:
+    """``{field: [as written, as run]}`` for each field the scale changed (``data.N`` for a
+    spec field); the scale's own name is left out."""
+    out: dict[str, list[Any]] = {}
+    before, after = written.to_dict(), scaled.to_dict()
+    for key in before:
+        if key in ("scale", "workload_code"):
+            continue
+        if key == "data":
+            for sub in before[key]:
+                if before[key][sub] != after[key].get(sub):
+                    out[f"data.{sub}"] = [before[key][sub], after[key].get(sub)]
+        elif before[key] != after[key]:
+            out[key] = [before[key], after[key]]
+    return out

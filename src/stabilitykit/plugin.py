@@ -26,9 +26,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--sk-scale",
         default="ci",
-        choices=("smoke", "ci", "full"),
+        choices=("smoke", "ci", "full", "none"),
         help="size of every arm: smoke (seconds), ci (minutes on a CPU), full (the study's "
-        "exact configuration). Default: ci.",
+        "exact configuration), none (every arm as written). What a scale changed is recorded. "
+        "Default: ci.",
     )
     group.addoption("--sk-out", default="reports", help="output folder (default: reports/)")
     group.addoption(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stabilitykit.arm import Arm
+from stabilitykit.arm import Arm, scale_changes
 from stabilitykit.cache import default_cache_dir
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
@@ -148,6 +148,7 @@ def _config(
     model: torch.nn.Module | None,
     clipper: Clipper,
     tags: dict[str, str],
+    written: Arm | None = None,
 ) -> dict[str, Any]:
     describe = getattr(model, "describe", None)
     return {
@@ -156,6 +157,7 @@ def _config(
         "arm_hash": arm.hash,
         "family_hash": arm.family_hash,
         "scale": arm.scale,
+        "scale_changes": scale_changes(written, arm) if written is not None else {},
         "seeds": seeds(arm),
         "device": arm.device,
         "torch_threads": torch.get_num_threads(),
@@ -284,6 +286,7 @@ def run_arm(
     progress: bool | ProgressFn = True,
     tags: dict[str, str] | None = None,
     threads: int | None = None,
+    written: Arm | None = None,
 ) -> ArmResult:
     """Train, evaluate and judge ``arm``; write its record to a fresh folder under
     ``out_dir/runs/``.
@@ -294,7 +297,8 @@ def run_arm(
     threads for this run (restored afterwards): CPU results depend on it in the last bits, so it
     is recorded, and the pytest plugin fixes it (``--sk-threads``, default 1). ``progress``:
     True shows a rich progress bar when stderr is a terminal, False none, or a callable
-    ``(step, total_steps, info)``.
+    ``(step, total_steps, info)``. ``written``: the arm as its author wrote it, when ``arm`` is
+    that arm at a scale; the fields the scale changed are recorded (``scale_changes``).
     """
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
@@ -302,7 +306,7 @@ def run_arm(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_arm(arm, out_dir, cache_dir, criteria, progress, tags or {})
+        return _run_arm(arm, out_dir, cache_dir, criteria, progress, tags or {}, written)
     finally:
         torch.set_num_threads(previous)
 
@@ -314,6 +318,7 @@ def _run_arm(
     criteria: Iterable[Criterion],
     progress: bool | ProgressFn,
     tags: dict[str, str],
+    written: Arm | None,
 ) -> ArmResult:
     if not isinstance(arm, Arm):
         raise TypeError(f"run_arm: arm: expected an Arm, got {type(arm).__name__}")
@@ -348,7 +353,7 @@ def _run_arm(
                     workload.name, "build_model", f"expected an nn.Module, got {type(model)}"
                 )
             model = model.to(device)
-            writer.write_config(_config(arm, data_hash, model, clipper, tags))
+            writer.write_config(_config(arm, data_hash, model, clipper, tags, written))
             setup = _setup(arm, data, model, clipper, device)
             if callable(progress) or not progress:
                 outcome = train(setup, on_steps, on_epoch, progress or None)
@@ -360,7 +365,7 @@ def _run_arm(
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
             outcome = _failure(exc)
         if not (writer.path / "config.json").exists():
-            writer.write_config(_config(arm, data_hash, model, clipper, tags))
+            writer.write_config(_config(arm, data_hash, model, clipper, tags, written))
         metrics: dict[str, Any] = {}
         if outcome.status == "completed" and model is not None and setup is not None:
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stabilitykit.arm import DEVICE_PATTERN, SCALES, Arm, apply_scale
+from stabilitykit.arm import AS_WRITTEN, DEVICE_PATTERN, SCALES, Arm, apply_scale
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record
 from stabilitykit.run import ArmResult, check_device, code_fingerprint, run_arm
@@ -32,8 +32,10 @@ class StudyOptions:
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise ValueError(f"--sk-scale: got {self.scale!r}; allowed: one of {SCALES}")
+        if self.scale not in (*SCALES, AS_WRITTEN):
+            raise ValueError(
+                f"--sk-scale: got {self.scale!r}; allowed: one of {(*SCALES, AS_WRITTEN)}"
+            )
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
         if self.device is not None:
@@ -82,6 +84,7 @@ def run_in_stage(
     prepared = options.prepare(arm, replicate)
     return run_arm(
         prepared,
+        written=arm,
         out_dir=options.stage_dir(stage),
         cache_dir=options.cache_dir,
         criteria=criteria,
