@@ -171,3 +171,50 @@ def test_progress_callback_sees_every_step(run):
     result = run(SMOKE, progress=lambda step, total, info: seen.append((step, total)))
     assert [s for s, _ in seen] == list(range(1, result.stats["steps"] + 1))
     assert {t for _, t in seen} == {result.stats["steps"]}
+
+
+class BuggyCriterion:
+    """A user's criterion with a bug: it reads a metric that does not exist."""
+
+    name = "my_buggy_criterion"
+
+    def check(self, obs):
+        return obs.metrics["no_such_metric"] > 0
+
+
+def test_a_criterion_that_raises_is_an_error_verdict_and_the_record_is_complete(run):
+    from stabilitykit.judge.criteria import DEFAULT_CRITERIA
+
+    result = run(SMOKE, criteria=(*DEFAULT_CRITERIA, BuggyCriterion()))
+    assert result.verdict.kind is VerdictKind.ERROR
+    (evidence,) = [e for e in result.verdict.evidence if e.criterion == "my_buggy_criterion"]
+    assert "KeyError" in evidence.message and "no_such_metric" in evidence.message
+    record = read_record(result.run_dir)
+    assert record.complete and record.verdict == result.verdict  # not "interrupted"
+    assert record.metrics["amp_ssim"] == result.metrics["amp_ssim"] is not None
+    assert record.stats["grad_norm_preclip_max"] > 0 and record.stats["status"] == "completed"
+    assert record.load_state_dict()
+
+
+def test_criteria_that_cannot_be_judged_are_an_error_verdict(run):
+    result = run(SMOKE, criteria=42)  # not an iterable of criteria
+    assert result.verdict.kind is VerdictKind.ERROR
+    assert "TypeError" in result.verdict.evidence[0].message
+    assert read_record(result.run_dir).complete
+
+
+def test_run_arm_wants_an_arm_and_a_thread_count(tmp_path):
+    with pytest.raises(TypeError, match=r"expected an Arm, got dict"):
+        run_arm(SMOKE.to_dict(), out_dir=tmp_path)
+    for threads in (True, 0):
+        with pytest.raises(ValueError, match=rf"threads: got {threads!r}; allowed: an int >= 1"):
+            run_arm(SMOKE, out_dir=tmp_path, threads=threads)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("field", ["warmup_epochs", "seed", "epochs", "batch_size", "width"])
+def test_arm_int_fields_refuse_bools(field):
+    from stabilitykit.arm import Arm
+
+    with pytest.raises(ValueError, match=rf"Arm\.{field}: got True"):
+        Arm(**{field: True})

@@ -1,7 +1,13 @@
+import json
+
 import pytest
 import torch
 
-from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.arm import apply_scale
+from stabilitykit.judge.verdict import Verdict, VerdictKind
+from stabilitykit.record.run_record import RunWriter, new_run_dir
+from stabilitykit.record.schema import stamp
+from stabilitykit.run import code_fingerprint
 from stabilitykit.stage import (
     StudyOptions,
     check_stage_name,
@@ -9,6 +15,7 @@ from stabilitykit.stage import (
     reference_result,
     run_in_stage,
     session_records,
+    write_session_reports,
 )
 from stabilitykit.workloads.gridlines.study import CONTROL
 
@@ -62,3 +69,116 @@ def test_session_records_include_half_written_runs(options):
     records = session_records(options.stage_dir("stage_a"), options.session)
     assert [r.path for r in records] == [result.run_dir]
     assert records[0].verdict.kind is VerdictKind.INTERRUPTED
+
+
+# --- records written directly (no training) -----------------------------------------------------
+
+SMOKE = apply_scale(CONTROL, "smoke")
+AGC = SMOKE.replace(name="agc", clip="agc", clip_value=0.01)
+
+
+def record(stage_dir, arm=SMOKE, session="old", created=None, stage="stage_a", ssim=0.9):
+    """A finished run folder of ``arm`` in ``stage_dir``, as a session would leave it."""
+    writer = RunWriter(new_run_dir(stage_dir, arm.id))
+    config = {
+        "arm": arm.to_dict(),
+        "arm_id": arm.id,
+        "arm_hash": arm.hash,
+        "family_hash": arm.family_hash,
+        "scale": arm.scale,
+        "code_fingerprint": code_fingerprint(),
+        "workload": arm.workload_impl.describe(),
+        "tags": {"stage": stage, "session": session},
+    }
+    writer.write_config({**config, **({"created": created} if created else {})})
+    writer.write_history([{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "val_loss": 0.1}])
+    writer.write_metrics({"amp_ssim": ssim, "amp_mae": 0.1, "phase_ssim": 0.5, "phase_mae": 0.2})
+    writer.write_stats({"status": "completed", "best_val_loss": 0.1}, Verdict(VerdictKind.STABLE))
+    writer.close()
+    return writer.path
+
+
+def session_options(tmp_path, session):
+    return StudyOptions(scale="smoke", out=tmp_path / "reports", session=session)
+
+
+def rows_of(options, stage="stage_a"):
+    path = options.stage_dir(stage) / f"{stage}_metrics.json"
+    return json.loads(path.read_text())["rows"]
+
+
+def test_stage_names_are_checked_at_every_entry(options):
+    for bad in ("../x", "stage_a/../../x", "stage_", "stage_a.b", "stage_ä", "x"):
+        with pytest.raises(ValueError, match="stage: got"):
+            options.stage_dir(bad)
+    assert options.stage_dir("stage_darcy_2") == options.out / "stage_darcy_2"
+
+
+def test_a_partial_rerun_keeps_the_other_arms_from_earlier_sessions(tmp_path):
+    stage_dir = tmp_path / "reports" / "stage_a"
+    record(stage_dir, SMOKE, "old", ssim=0.5)
+    old_agc = record(stage_dir, AGC, "old")
+    record(stage_dir, AGC.replace(seed=7), "old")  # a second seed of agc
+    record(stage_dir, SMOKE.replace(name="big"), "old", stage="stage_b")  # another stage's
+    record(stage_dir, apply_scale(CONTROL, "ci").replace(name="wide"), "old")  # another scale
+    new = session_options(tmp_path, "new")
+    mine = record(stage_dir, SMOKE, "new", ssim=0.95)  # -k control
+    [report] = write_session_reports(new, ["stage_a"], [])
+    rows = rows_of(new)
+    assert sorted((r["arm_name"], r["seed"]) for r in rows) == [
+        ("agc", 7),
+        ("agc", SMOKE.seed),
+        ("control", SMOKE.seed),
+    ]
+    assert {r["run"]: r["amp_ssim"] for r in rows if r["arm_name"] == "control"} == {
+        mine.name: 0.95
+    }
+    note = f"{old_agc.name}: not run in this session; its record from an earlier session"
+    assert any(n.startswith(note) for n in report.notes)
+    assert note in (stage_dir / "summary.md").read_text()
+
+
+def test_a_full_rerun_reports_only_its_own_runs(tmp_path):
+    stage_dir = tmp_path / "reports" / "stage_a"
+    record(stage_dir, SMOKE, "old")
+    record(stage_dir, AGC, "old")
+    record(stage_dir, SMOKE, "new")
+    newest_agc = record(stage_dir, AGC, "new")
+    write_session_reports(session_options(tmp_path, "new"), ["stage_a"], [])
+    rows = rows_of(session_options(tmp_path, "new"))
+    assert sorted(r["arm_name"] for r in rows) == ["agc", "control"]
+    assert newest_agc.name in {r["run"] for r in rows}
+
+
+def test_a_malformed_record_does_not_cost_the_session_report(tmp_path):
+    stage_dir = tmp_path / "reports" / "stage_a"
+    mine = record(stage_dir, SMOKE, "new")
+    bad_stats = record(stage_dir, AGC, "old")
+    (bad_stats / "stats.json").write_text(json.dumps(stamp({"stats": 3})))
+    bad_config = record(stage_dir, AGC.replace(seed=3), "new")
+    (bad_config / "config.json").write_text("[]")
+    killed = new_run_dir(stage_dir, AGC.id)
+    new = session_options(tmp_path, "new")
+    [report] = write_session_reports(new, ["stage_a"], [])
+    assert [r["run"] for r in rows_of(new)] == [mine.name]
+    notes = "\n".join(report.notes)
+    for path in (bad_stats, bad_config, killed):
+        assert f"left out {path.name}" in notes or f"left out {path}" in notes
+    assert f"left out {bad_stats.name}" in (stage_dir / "summary.md").read_text()
+
+
+def test_find_cached_takes_the_last_created_record(tmp_path):
+    """Arm names are outside the hash: a renamed arm's older record sorts last by name."""
+    stage_dir = tmp_path / "stage_a"
+    new = record(stage_dir, SMOKE.replace(name="aa_new"), created="2026-01-02T00:00:00+00:00")
+    record(stage_dir, SMOKE.replace(name="zz_old"), created="2026-01-01T00:00:00+00:00")
+    assert find_cached(stage_dir, SMOKE).path == new
+
+
+def test_a_stage_name_that_is_no_path_gets_no_report(tmp_path):
+    new = session_options(tmp_path, "new")
+    record(new.stage_dir("stage_a"), SMOKE, "new")
+    reports = write_session_reports(new, ["stage_a", "stage_../../x"], [])
+    assert [r.stage for r in reports] == ["stage_a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+    assert sorted(p.name for p in new.out.iterdir()) == ["stage_a"]

@@ -262,8 +262,8 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 def scale_arm(arm: Arm, scale: Scale) -> Arm:
     """``arm`` at ``scale``: the scale's data-spec fields and epochs, and its model fields where
     the architecture accepts them (modes capped, a channel cap kept at the same multiple of the
-    width). A schedule keeps its period in epochs. A scale changes sizes and epochs, never the
-    architecture, loss, clipping, optimiser, lr or seed."""
+    width), and the scale's declared ``recipe`` changes (e.g. the lr at ``ci``). A schedule keeps
+    its period in epochs. A scale never changes the architecture, loss, clipping or seed."""
     changes: dict[str, Any] = {"scale": scale.name}
     if scale.data:
         replace = getattr(arm.data, "replace", None)
@@ -273,6 +273,7 @@ def scale_arm(arm: Arm, scale: Scale) -> Arm:
     if scale.epochs is not None:
         changes["epochs"] = scale.epochs
         changes["warmup_epochs"] = min(arm.warmup_epochs, scale.epochs - 1)
+    changes.update(scale.recipe)
     accepted = arm.workload_impl.architectures[arm.architecture]
     kwargs = arm.model_kwargs()
     for key, value in scale.model.items():

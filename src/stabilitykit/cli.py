@@ -5,7 +5,7 @@
     stabilitykit compare BASE HEAD [--require-baseline]   # exit 1 on a regression
     stabilitykit report DIR [--stage NAME] [--out DIR]
     stabilitykit accept DIR --baseline PATH [--stage NAME] [--arm PATTERN ...]
-    stabilitykit merge DIR... --out DIR --stage NAME
+    stabilitykit merge DIR... --out DIR --stage NAME   # writes DIR/NAME/ as the plugin does
 
 BASE and HEAD are folders of run records, or ``<stage>_metrics.json`` files; BASE may also be a
 baseline file. Exit status: 0 fine, 1 a regression, 2 bad input (the message names the file).
@@ -14,8 +14,11 @@ baseline file. Exit status: 0 fine, 1 a regression, 2 bad input (the message nam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
+import os
+import secrets
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -37,7 +40,8 @@ from stabilitykit.gate.baseline import (
 )
 from stabilitykit.gate.compare import gate_runs
 from stabilitykit.gate.metrics import ArmRun, arm_run, newest_per_arm
-from stabilitykit.record.run_record import RunRecord, find_runs, read_record
+from stabilitykit.names import check_path_name, is_path_name
+from stabilitykit.record.run_record import PARTIAL, RunRecord, read_record, scan_runs
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -50,12 +54,14 @@ class InputError(ValueError):
 
 
 def read_records(root: Path, *, strict: bool) -> tuple[list[RunRecord], list[str]]:
-    """Run records under ``root`` and notes on what was left out. ``strict``: an unreadable
-    record is an error instead of a note."""
+    """Run records under ``root`` and notes naming each folder left out and why (unfinished,
+    a symlink, a file of the wrong shape). ``strict``: a record that cannot be read is an error
+    instead of a note."""
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
-    records, notes = [], []
-    for path in find_runs(root):
+    paths, notes = scan_runs(root)
+    records = []
+    for path in paths:
         try:
             records.append(read_record(path))
         except (ValueError, OSError) as exc:
@@ -63,22 +69,30 @@ def read_records(root: Path, *, strict: bool) -> tuple[list[RunRecord], list[str
                 raise
             notes.append(f"left out {path}: {exc}")
     if not records:
+        if notes:
+            raise InputError(
+                f"{root}: no readable run folder under it; {len(notes)} left out:\n  "
+                + "\n  ".join(notes)
+            )
         raise InputError(f"{root}: no run folders (a folder holding config.json) under it")
     return records, notes
 
 
-def read_runs(path: Path) -> list[ArmRun]:
-    """The runs of a record folder or a stage metrics file, one per arm hash (the newest)."""
+def read_runs(path: Path) -> tuple[list[ArmRun], list[str]]:
+    """The runs of a record folder or a stage metrics file, one per arm hash (the newest), and
+    notes on what was left out."""
     if path.is_dir():
-        records, _ = read_records(path, strict=True)
-        return newest_per_arm(arm_run(r) for r in records)
+        records, notes = read_records(path, strict=True)
+        return newest_per_arm(arm_run(r) for r in records), notes
     from stabilitykit.report import read_stage_metrics
 
     rows = read_stage_metrics(path)["rows"]
     if not rows:
         raise InputError(f"{path}: the stage metrics file holds no rows")
+    if not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"{path}: rows: expected a list of objects")
     try:
-        return newest_per_arm(arm_run(row) for row in rows)
+        return newest_per_arm(arm_run(row) for row in rows), []
     except ValueError as exc:
         raise InputError(f"{path}: {exc}") from None
 
@@ -91,8 +105,9 @@ def schema_of(path: Path) -> str | None:
     return d.get("schema") if isinstance(d, dict) else None
 
 
-def read_side(path: Path) -> Baseline | list[ArmRun]:
-    """A baseline, or the runs of a record folder or stage metrics file."""
+def read_side(path: Path) -> tuple[Baseline | list[ArmRun], list[str]]:
+    """A baseline, or the runs of a record folder or stage metrics file; and notes on what was
+    left out."""
     if path.is_dir():
         return read_runs(path)
     if not path.is_file():
@@ -101,13 +116,19 @@ def read_side(path: Path) -> Baseline | list[ArmRun]:
 
     schema = schema_of(path)
     if schema == BASELINE_SCHEMA:
-        return read_baseline(path)
+        return read_baseline(path), []
     if schema == STAGE_METRICS_SCHEMA:
         return read_runs(path)
     raise InputError(
         f"{path}: schema {schema!r} is neither {BASELINE_SCHEMA!r} nor {STAGE_METRICS_SCHEMA!r}; "
         "give a baseline file, a stage metrics file or a folder of run records"
     )
+
+
+def warn(console: Console, notes: Sequence[str]) -> None:
+    """One yellow ``warning:`` line per note."""
+    for note in notes:
+        console.print(Text(f"warning: {note}", "yellow"), soft_wrap=True)
 
 
 def _only(values: set[Any], what: str, source: Path) -> Any:
@@ -121,7 +142,7 @@ def _only(values: set[Any], what: str, source: Path) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    base, head = read_side(Path(args.base)), read_side(Path(args.head))
+    (base, base_notes), (head, head_notes) = read_side(Path(args.base)), read_side(Path(args.head))
     if isinstance(head, Baseline):
         raise InputError(f"{args.head}: HEAD must hold runs (a record folder or metrics file)")
     if not isinstance(base, Baseline):
@@ -130,6 +151,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         stage = stages.pop() if len(stages) == 1 else None  # a label only: hashes match arms
         base = baseline_from_runs(base, stage=stage, scale=scale, path=Path(args.base))
     report = gate_runs(head, base)
+    warn(console, base_notes + head_notes)
     console.print(report.rich(args.require_baseline))
     return EXIT_OK if report.ok(args.require_baseline) else EXIT_REGRESSION
 
@@ -140,40 +162,70 @@ def _selected(run: ArmRun, patterns: Sequence[str]) -> bool:
 
 
 def cmd_accept(args: argparse.Namespace, console: Console) -> int:
-    root = Path(args.dir)
-    records, _ = read_records(root, strict=True)
-    runs = [arm_run(r) for r in records]
-    unfinished = [r.source for r in runs if not r.complete]
-    runs = [r for r in runs if r.complete and _selected(r, args.arm)]
-    target = Path(args.baseline)
-    stage = args.stage
+    root, target = Path(args.dir), Path(args.baseline)
+    if args.stage is not None:
+        check_path_name("stage", args.stage, "--stage")
+    records, notes = read_records(root, strict=False)
+    runs = []
+    for record in records:
+        try:
+            runs.append(arm_run(record))
+        except ValueError as exc:
+            notes.append(f"left out {record.path}: {exc}")
+    notes += [f"left out {r.source}: the run never finished" for r in runs if not r.complete]
+    matching = [r for r in runs if _selected(r, args.arm)]
+    if not matching:
+        present = ", ".join(sorted({r.arm_name for r in runs})) or "none"
+        raise InputError(
+            f"{root}: no run matches --arm {' '.join(args.arm)}; arms present: {present}"
+        )
+    runs = [r for r in matching if r.complete]
+    stage, where = args.stage, "--stage"
     if stage is None and target.suffix == ".json":
-        stage = read_baseline(target, missing_ok=True).stage
+        stage, where = read_baseline(target, missing_ok=True).stage, f"{target}: stage"
     if stage is None:
-        stage = _only({r.stage for r in runs}, "stage", root)
+        stage, where = _only({r.stage for r in runs}, "stage", root), "the runs' tags.stage"
     if stage is None:
         raise InputError(f"{root}: the runs carry no stage; give --stage")
+    check_path_name("stage", stage, where)
     runs = newest_per_arm(r for r in runs if r.stage in (None, stage))
     if not runs:
         raise InputError(f"{root}: no complete runs of {stage} match {args.arm or 'any arm'}")
     scale = _only({r.scale for r in runs}, "scale", root)
     if scale is None:
         raise InputError(f"{root}: the runs record no scale")
-    diff = update_baseline(baseline_path(target, stage, scale), runs, stage, scale)
-    for source in unfinished:
-        console.print(Text(f"left out {source}: the run never finished", "yellow"), soft_wrap=True)
+    check_path_name("scale", scale, "the runs' scale")
+    path = baseline_path(target, stage, scale)
+    if target.suffix != ".json" and target.resolve() not in path.resolve().parents:
+        raise InputError(f"{path}: not inside the baselines folder {target}")
+    diff = update_baseline(path, runs, stage, scale)
+    warn(console, notes)
     console.print(diff.rich())
     return EXIT_OK
+
+
+def _stage_of(record: RunRecord) -> str | None:
+    return (record.config.get("tags") or {}).get("stage")
 
 
 def _stage_records(
     records: list[RunRecord], stage: str | None, root: Path
 ) -> tuple[str, list[RunRecord], list[str]]:
-    """The stage (given, else from the records' tags, else the folder name), its records (the
-    newest run of each arm hash) and notes on what was left out."""
-    tags = {(r.config.get("tags") or {}).get("stage") for r in records}
-    stage = stage or _only(tags, "stage", root) or root.resolve().name
-    mine = [r for r in records if (r.config.get("tags") or {}).get("stage") in (None, stage)]
+    """The stage (given, else from the records' tags, else the folder's name when it is a stage
+    name), its records (the newest run of each arm hash, by creation time) and notes on what
+    was left out."""
+    if stage is None:
+        stage = _only({_stage_of(r) for r in records}, "stage", root)
+    if stage is None:
+        name = root.resolve().name
+        if not is_path_name("stage", name):
+            raise InputError(
+                f"{root}: the runs carry no stage and the folder's name {name!r} is not a stage "
+                "name; give --stage"
+            )
+        stage = name
+    check_path_name("stage", stage)
+    mine = [r for r in records if _stage_of(r) in (None, stage)]
     notes = []
     if len(mine) < len(records):
         notes.append(f"left out {len(records) - len(mine)} run(s) of other stages")
@@ -181,7 +233,11 @@ def _stage_records(
     for r in mine:
         key = r.config.get("arm_hash") or str(r.path)
         old = newest.get(key)
-        if old is None or (r.complete, r.path.name) > (old.complete, old.path.name):
+        if old is None or (r.complete, r.created, r.path.name) > (
+            old.complete,
+            old.created,
+            old.path.name,
+        ):
             newest[key] = r
     if len(newest) < len(mine):
         notes.append(f"left out {len(mine) - len(newest)} older run(s) of the same arms")
@@ -190,46 +246,103 @@ def _stage_records(
 
 
 def _render_report(
-    stage: str, records: list[RunRecord], out: Path | None, notes: list[str], console: Console
+    stage: str,
+    records: list[RunRecord],
+    out: Path | None,
+    warnings: list[str],
+    notes: list[str],
+    console: Console,
 ) -> None:
     from stabilitykit.report import build_stage_report, write_stage_report
     from stabilitykit.report.terminal import print_stage_report
 
     report = build_stage_report(stage, records, {})
+    report = dataclasses.replace(report, notes=(*warnings, *report.notes))
     if out is not None:
         report = write_stage_report(report, out, records, {})
     print_stage_report(report, console)
+    warn(console, warnings)
     for note in notes:
         console.print(Text(note, "dim"), soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     root = Path(args.dir)
-    records, notes = read_records(root, strict=False)
-    stage, records, more = _stage_records(records, args.stage, root)
-    _render_report(stage, records, Path(args.out) if args.out else None, notes + more, console)
+    if args.stage is not None:
+        check_path_name("stage", args.stage, "--stage")
+    records, warnings = read_records(root, strict=False)
+    stage, records, notes = _stage_records(records, args.stage, root)
+    out = Path(args.out) if args.out else None
+    _render_report(stage, records, out, warnings, notes, console)
     return EXIT_OK
 
 
-def cmd_merge(args: argparse.Namespace, console: Console) -> int:
-    out = Path(args.out)
-    runs_dir = out / "runs"
-    sources: list[Path] = []
+def copy_run(src: Path, dest: Path) -> list[str]:
+    """Copy the run folder ``src`` to ``dest`` (made under a temporary name, renamed into
+    place): plain files and folders only; a symlink is not copied, nor anything through it.
+    Returns a note per entry left out."""
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(3)}{PARTIAL}")
     notes: list[str] = []
+
+    def copy(a: Path, b: Path) -> None:
+        b.mkdir()
+        for entry in sorted(os.scandir(a), key=lambda e: e.name):
+            source = Path(entry.path)
+            if entry.is_symlink():
+                notes.append(f"not copied {source}: a symlink (merge copies no link target)")
+            elif entry.is_dir(follow_symlinks=False):
+                copy(source, b / entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                shutil.copy2(source, b / entry.name, follow_symlinks=False)
+            else:
+                notes.append(f"not copied {source}: not a plain file")
+
+    try:
+        copy(src, tmp)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return notes
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    stage = check_path_name("stage", args.stage, "--stage")
+    stage_dir = Path(args.out) / stage
+    runs_dir = stage_dir / "runs"
+    sources: list[Path] = []
+    warnings: list[str] = []
+    found: set[str | None] = set()
     for d in map(Path, args.dirs):
-        records, skipped = read_records(d, strict=False)
-        notes += skipped
+        try:
+            records, skipped = read_records(d, strict=False)
+        except InputError as exc:
+            if not d.is_dir():
+                raise
+            warnings.append(str(exc))  # a shard without runs: the others may have them
+            continue
+        warnings += skipped
         for r in records:
-            if (r.config.get("tags") or {}).get("stage") in (None, args.stage):
+            found.add(_stage_of(r))
+            if _stage_of(r) in (None, stage):
                 sources.append(r.path)
+    if not sources:
+        others = ", ".join(sorted(s for s in found if s)) or "none"
+        raise InputError(
+            f"no run of {stage} found in {', '.join(args.dirs)} (stages found: {others}); "
+            "nothing written" + "".join(f"\n  {w}" for w in warnings)
+        )
+    for p in (stage_dir, runs_dir):
+        if p.is_symlink():
+            raise InputError(f"{p}: a symlink; merge writes nothing through a symlink")
     copied = already = 0
     runs_dir.mkdir(parents=True, exist_ok=True)
     for src in sources:
         dest = runs_dir / src.name
-        if dest.exists() or src.resolve() == dest.resolve():
+        if dest.exists() or dest.is_symlink() or src.resolve() == dest.resolve():
             already += 1
             continue
-        shutil.copytree(src, dest)
+        warnings += copy_run(src, dest)
         copied += 1
     console.print(
         Text(
@@ -239,8 +352,9 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     records, more = read_records(runs_dir, strict=False)
-    stage, records, others = _stage_records(records, args.stage, out)
-    _render_report(stage, records, out, notes + more + others, console)
+    stage, records, notes = _stage_records(records, stage, stage_dir)
+    warnings = list(dict.fromkeys(warnings + more))  # an input may be the output folder
+    _render_report(stage, records, stage_dir, warnings, notes, console)
     return EXIT_OK
 
 
@@ -299,7 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="join the run folders of several shards into one report")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="shard output folders")
-    p.add_argument("--out", required=True, help="merged folder: runs/ and the stage report")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: OUT/<stage>/ gets runs/ and the stage report, as under --sk-out",
+    )
     p.add_argument("--stage", required=True, help="stage name, e.g. stage_b")
     p.set_defaults(func=cmd_merge)
     return parser

@@ -8,6 +8,7 @@ that runs no stability benchmark pays nothing.
 from __future__ import annotations
 
 import json
+import traceback
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,10 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _quiet_benchmark_under_xdist(config)
-    for flag in ("sk_accept", "sk_require_baseline"):
-        if config.getoption(flag) and not config.getoption("sk_baseline"):
-            name = "--" + flag.replace("_", "-")
-            raise pytest.UsageError(f"{name} needs --sk-baseline DIR (the baselines folder)")
+    _check_options(config)
     config.addinivalue_line(
         "markers", "stability: a stability benchmark (trains arms with stabilitykit)"
     )
@@ -92,15 +90,137 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(StageReporter(config), "stabilitykit-stage-reporter")
 
 
+#: What pytest-benchmark would write to disk; all of it is off under xdist.
+_BENCHMARK_OUTPUTS = (
+    ("--benchmark-json", "benchmark_json"),
+    ("--benchmark-autosave", "benchmark_autosave"),
+    ("--benchmark-save", "benchmark_save"),
+)
+
+
 def _quiet_benchmark_under_xdist(config: pytest.Config) -> None:
     """pytest-benchmark turns itself off under xdist with a warning per process; turn it off
-    first, quietly (arm training times are still in every record)."""
+    first, quietly (arm training times are still in every record). When the user asked for
+    benchmark files, say once (on the controller) that none are written and where the timings
+    are instead."""
     import os
 
-    xdist = os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "no"
-    if xdist and hasattr(config.option, "benchmark_disable"):
-        config.option.benchmark_disable = True
-        config.option.benchmark_enable = False
+    worker = bool(os.environ.get("PYTEST_XDIST_WORKER")) or hasattr(config, "workerinput")
+    xdist = worker or config.getoption("dist", "no") != "no"
+    if not (xdist and hasattr(config.option, "benchmark_disable")):
+        return
+    config.option.benchmark_disable = True
+    config.option.benchmark_enable = False
+    asked = [flag for flag, dest in _BENCHMARK_OUTPUTS if getattr(config.option, dest, None)]
+    if asked and not worker:
+        out = config.getoption("sk_out")
+        config.issue_config_time_warning(
+            pytest.PytestWarning(
+                f"stabilitykit: no benchmark JSON is written under xdist (-n): pytest-benchmark "
+                f"is off there, so {' and '.join(asked)} did nothing. Every run's timing is in "
+                f"its record ({out}/<stage>/runs/<run>/stats.json: train_seconds) and in "
+                f"{out}/<stage>/<stage>_metrics.json (train_seconds per run). Run without -n "
+                f"for pytest-benchmark's files."
+            ),
+            stacklevel=2,
+        )
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Every session, benchmarks selected or not: a bad option is a usage error before any
+    collection or training, naming the option and what is allowed."""
+    import os
+
+    for flag in ("sk_accept", "sk_require_baseline"):
+        if config.getoption(flag) and not config.getoption("sk_baseline"):
+            name = "--" + flag.replace("_", "-")
+            raise pytest.UsageError(f"{name} needs --sk-baseline DIR (the baselines folder)")
+    for option, dest in (("--sk-seeds", "sk_seeds"), ("--sk-threads", "sk_threads")):
+        value = config.getoption(dest)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise pytest.UsageError(f"{option}: got {value!r}; allowed: an int >= 1")
+    shard = config.getoption("sk_shard")
+    if shard:
+        from stabilitykit.shard import parse_shard
+
+        try:
+            parse_shard(shard)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    _check_folder("--sk-out", config.getoption("sk_out"))
+    cache = config.getoption("sk_cache")
+    if cache:
+        _check_folder("--sk-cache", cache)
+    elif os.environ.get("STABILITYKIT_CACHE"):
+        _check_folder("--sk-cache (from $STABILITYKIT_CACHE)", os.environ["STABILITYKIT_CACHE"])
+    baseline = config.getoption("sk_baseline")
+    if baseline:
+        _check_baseline(baseline, config.getoption("sk_scale"), config.getoption("sk_accept"))
+    if config.getoption("sk_device") is not None:
+        _options(config)  # imports torch: is the device here?
+
+
+def _check_folder(
+    option: str, value: str, allowed: str = "a folder (existing, or one stabilitykit creates)"
+) -> Path:
+    """``value`` as a folder path: a folder, or a path that can become one (nothing on the way
+    to it is a file)."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{option}: got {value!r}, which is a file; allowed: {allowed}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise pytest.UsageError(
+                    f"{option}: got {value!r}, under {str(parent)!r}, which is a file; allowed: "
+                    f"{allowed}"
+                )
+            break
+    return path
+
+
+def _check_baseline(value: str, scale: str, accept: bool) -> None:
+    """``--sk-baseline``: an existing folder to gate against; with ``--sk-accept`` also a new
+    one (created at the end), and every baseline file of this scale must be one that the
+    accepted runs can be written into."""
+    allowed = "a baselines folder (<dir>/<scale>/<stage>.json)"
+    root = _check_folder("--sk-baseline", value, allowed)
+    if root.suffix == ".json":
+        raise pytest.UsageError(
+            f"--sk-baseline: got {value!r}, a .json name; allowed: {allowed} (one file cannot "
+            f"hold several stages)"
+        )
+    if not root.exists():
+        if accept:
+            return  # --sk-accept creates it
+        raise pytest.UsageError(
+            f"--sk-baseline: got {value!r}, which does not exist, so nothing would be gated; "
+            f"allowed: an existing {allowed[2:]}, or a new one together with --sk-accept (which "
+            f"creates it)"
+        )
+    folder = "custom" if scale == "none" else scale  # --sk-scale none: arms as written
+    scale_dir = root / folder
+    if scale_dir.exists() and not scale_dir.is_dir():
+        raise pytest.UsageError(
+            f"--sk-baseline: {str(scale_dir)!r} is a file; allowed: {allowed} (a folder per scale)"
+        )
+    if not (accept and scale_dir.is_dir()):
+        return  # gating: an unusable file fails the arms it holds, naming the file
+    from stabilitykit.gate import read_baseline
+
+    for path in sorted(scale_dir.glob("*.json")):
+        try:
+            baseline = read_baseline(path)
+        except (ValueError, OSError) as exc:
+            raise pytest.UsageError(
+                f"--sk-accept: cannot accept into {path}: {exc}; restore the file (e.g. from "
+                f"git) or delete it to start it afresh"
+            ) from None
+        if (baseline.stage, baseline.scale) != (path.stem, folder):
+            raise pytest.UsageError(
+                f"--sk-accept: cannot accept into {path}: it holds stage {baseline.stage!r} at "
+                f"scale {baseline.scale!r}; expected stage {path.stem!r} at scale {folder!r}"
+            )
 
 
 def _options(config: pytest.Config) -> StudyOptions:
@@ -163,12 +283,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _stage_of(node: pytest.Item) -> str:
+    """The item's stage marker; a missing or invalid one fails that item (not the session)."""
+    from stabilitykit.stage import check_stage_name
+
     stages = [m.name for m in node.iter_markers() if m.name.startswith("stage_")]
     if not stages:
-        raise pytest.UsageError(
-            f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. @pytest.mark.stage_b"
+        pytest.fail(
+            f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. @pytest.mark.stage_b",
+            pytrace=False,
         )
-    return stages[0]
+    try:
+        check_stage_name(stages[0])
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        return stages[0]
+    marker = f"@pytest.mark.{stages[0]}"
+    pytest.fail(f"{node.nodeid}: invalid stage marker {marker} ({problem})", pytrace=False)
 
 
 @pytest.fixture
@@ -268,8 +399,20 @@ def _maybe_benchmark(request: pytest.FixtureRequest, fn: Any) -> Any:
         {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, bool, type(None)))}
     )
     benchmark.extra_info["verdict"] = result.verdict.kind.value
-    benchmark.extra_info["best_val_loss"] = result.stats.get("best_val_loss")
+    for key in _BENCHMARK_STATS:
+        benchmark.extra_info[key] = result.stats.get(key)
     return result
+
+
+#: Stats of a run that go into pytest-benchmark's ``extra_info`` beside the metrics.
+_BENCHMARK_STATS = (
+    "best_val_loss",
+    "train_seconds",
+    "grad_norm_preclip_median",
+    "grad_norm_preclip_p99",
+    "grad_norm_preclip_max",
+    "grad_norm_postclip_max",
+)
 
 
 def _remember(request: pytest.FixtureRequest, **entry: Any) -> None:
@@ -307,6 +450,7 @@ class StageReporter:
         self.entries: list[dict[str, Any]] = []
         self.reports: list[Any] = []
         self.gate_lines: list[str] = []
+        self.problems: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
@@ -326,24 +470,48 @@ class StageReporter:
         stages |= {e["stage"] for e in self.entries}
         if not stages:
             return
-        from stabilitykit.stage import write_session_reports
+        from stabilitykit.stage import check_stage_name, write_session_reports
 
         options = _options(self.config)
-        self.reports = write_session_reports(options, sorted(stages), self.entries)
-        if self.config.getoption("sk_baseline"):
+        failed = False
+        for stage in sorted(stages):  # one stage's trouble costs the others nothing
+            try:
+                check_stage_name(stage)
+            except ValueError as exc:  # its items failed on it already
+                self.problems.append(f"no report for the marker {stage}: {exc}")
+                continue
+            try:
+                self.reports += write_session_reports(options, [stage], self.entries)
+            except Exception as exc:
+                failed = True
+                self.problems.append(
+                    f"{stage}: writing the report failed: {type(exc).__name__}: {exc}\n"
+                    + traceback.format_exc()
+                )
+        root = self.config.getoption("sk_baseline")
+        for stage in sorted({e["stage"] for e in self.entries}) if root else ():
             from stabilitykit.stage import gate_session
 
-            self.gate_lines, failed = gate_session(
-                options,
-                self.config.getoption("sk_baseline"),
-                self.entries,
-                accept=self.config.getoption("sk_accept"),
-                require=self.config.getoption("sk_require_baseline"),
-            )
-            if failed and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            try:
+                lines, stage_failed = gate_session(
+                    options,
+                    root,
+                    [e for e in self.entries if e["stage"] == stage],
+                    accept=self.config.getoption("sk_accept"),
+                    require=self.config.getoption("sk_require_baseline"),
+                )
+            except (ValueError, OSError) as exc:  # e.g. a baseline file that cannot be written
+                lines, stage_failed = [f"{stage}: baseline gate failed: {exc}"], True
+            self.gate_lines += lines
+            failed |= stage_failed
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.problems:
+            terminalreporter.section("stabilitykit problems")
+            for line in self.problems:
+                terminalreporter.write_line(line)
         if self.gate_lines:
             terminalreporter.section("stabilitykit baseline gate")
             for line in self.gate_lines:

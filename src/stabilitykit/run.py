@@ -274,7 +274,11 @@ def _verdict(
         message = outcome.error or outcome.status
         evidence = Evidence("run", message, step=outcome.steps or None)
         return Verdict(STATUS_VERDICTS[outcome.status], (evidence,))
-    return judge(Observation(stats, metrics, history, workload), criteria)
+    try:  # judge() turns a criterion that raises into an error failure naming it
+        return judge(Observation(stats, metrics, history, workload), criteria)
+    except Exception as exc:  # e.g. ``criteria`` is not an iterable of criteria
+        message = f"judging raised {type(exc).__name__}: {exc}"
+        return Verdict(VerdictKind.ERROR, (Evidence("criteria", message),))
 
 
 def run_arm(
@@ -300,7 +304,9 @@ def run_arm(
     ``(step, total_steps, info)``. ``written``: the arm as its author wrote it, when ``arm`` is
     that arm at a scale; the fields the scale changed are recorded (``scale_changes``).
     """
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
     previous = torch.get_num_threads()
     if threads is not None:

@@ -4,6 +4,7 @@ stage reports written at the end. The pytest plugin is a thin layer over this mo
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,10 +13,10 @@ from typing import Any
 
 from stabilitykit.arm import AS_WRITTEN, DEVICE_PATTERN, SCALES, Arm, apply_scale
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
-from stabilitykit.record.run_record import RunRecord, find_runs, read_record
+from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
+from stabilitykit.names import check_path_name
+from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
 from stabilitykit.run import ArmResult, check_device, code_fingerprint, run_arm
-
-STAGE_PREFIX = "stage_"
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,14 @@ class StudyOptions:
         return prepared.replace(**changes) if changes else prepared
 
     def stage_dir(self, stage: str) -> Path:
+        """``out/<stage>``; ``ValueError`` when ``stage`` is not a stage name."""
         check_stage_name(stage)
         return Path(self.out) / stage
 
 
 def check_stage_name(stage: str) -> None:
-    if not stage.startswith(STAGE_PREFIX) or not stage.replace("_", "").isalnum():
-        raise ValueError(
-            f"stage: got {stage!r}; allowed: 'stage_<letters or digits>' (e.g. 'stage_b')"
-        )
+    """``ValueError`` naming ``stage`` unless it is ``stage_<letters, digits or _>``."""
+    check_path_name("stage", stage)
 
 
 def run_in_stage(
@@ -95,22 +95,33 @@ def run_in_stage(
 
 
 def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
-    """The newest complete record under ``stage_dir`` of exactly this arm, run by this code."""
+    """The newest complete record (by :attr:`RunRecord.created`) under ``stage_dir`` of exactly
+    this arm, run by this code; unreadable records are passed over."""
     best: RunRecord | None = None
     for path in find_runs(stage_dir):
         try:
             record = read_record(path)
-        except ValueError:
+        except (ValueError, OSError):
             continue
         cfg = record.config
         if (
             record.complete
             and cfg.get("arm_hash") == arm.hash
             and cfg.get("code_fingerprint") == code_fingerprint()
-            and (best is None or path.name > best.path.name)
+            and (best is None or (record.created, path.name) > (best.created, best.path.name))
+            and _loads(record)
         ):
             best = record
     return best
+
+
+def _loads(record: RunRecord) -> bool:
+    """Whether ``record``'s arm can be rebuilt (a reference must be)."""
+    try:
+        Arm.from_dict(record.config["arm"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def result_from_record(record: RunRecord) -> ArmResult:
@@ -134,41 +145,122 @@ def reference_result(
     return run_in_stage(arm, stage, options, replicate=replicate), False
 
 
+def stage_records(stage_dir: Path) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run under ``stage_dir``, half-written ones included, and a note naming
+    each folder left out and why (unfinished, a symlink, a file of the wrong shape)."""
+    paths, notes = scan_runs(stage_dir) if Path(stage_dir).is_dir() else ([], [])
+    records = []
+    for path in paths:
+        try:
+            records.append(read_record(path))
+        except (ValueError, OSError) as exc:
+            notes.append(f"left out {path.name}: {exc}")
+    return records, notes
+
+
+def session_of(record: RunRecord) -> str | None:
+    return (record.config.get("tags") or {}).get("session")
+
+
 def session_records(stage_dir: Path, session: str) -> list[RunRecord]:
     """Every run of ``session`` under ``stage_dir``, half-written ones included."""
-    records = []
-    for path in find_runs(stage_dir):
-        try:
-            record = read_record(path)
-        except ValueError:
+    return [r for r in stage_records(stage_dir)[0] if session_of(r) == session]
+
+
+def arm_name(record: RunRecord) -> str:
+    """The arm's name (``arm.name``, else its id without the seed, else the folder name)."""
+    from stabilitykit.gate.metrics import family_id
+
+    name = record.arm.get("name")
+    if isinstance(name, str):
+        return name
+    return family_id(record.config["arm_id"]) if record.config.get("arm_id") else record.path.name
+
+
+def record_scale(record: RunRecord) -> str | None:
+    return record.config.get("scale") or record.arm.get("scale")
+
+
+def earlier_records(
+    records: Iterable[RunRecord], stage: str, session: str, scales: Iterable[str]
+) -> list[RunRecord]:
+    """For each arm of ``stage`` with a record under the stage but none of ``session``: its
+    newest complete runs at one of ``scales`` from earlier sessions (of the arm's newest
+    recipe, the newest run of each seed), marked ``earlier_session`` with a note saying so."""
+    records = [r for r in records if (r.config.get("tags") or {}).get("stage") == stage]
+    ran = {arm_name(r) for r in records if session_of(r) == session}
+    scales = set(scales)
+    newest: dict[str, RunRecord] = {}  # arm name -> its newest complete run
+    for r in records:
+        name = arm_name(r)
+        if not r.complete or name in ran or session_of(r) == session:
             continue
-        if record.config.get("tags", {}).get("session") == session:
-            records.append(record)
-    return records
+        if record_scale(r) not in scales:
+            continue
+        old = newest.get(name)
+        if old is None or (r.created, r.path.name) > (old.created, old.path.name):
+            newest[name] = r
+    picked: dict[tuple[str, str], RunRecord] = {}  # (arm name, arm hash) -> newest run
+    for r in records:
+        name = arm_name(r)
+        last = newest.get(name)
+        if (
+            last is None
+            or not r.complete
+            or session_of(r) == session
+            or record_scale(r) != record_scale(last)
+            or r.config.get("family_hash") != last.config.get("family_hash")
+        ):
+            continue
+        key = (name, r.config.get("arm_hash") or r.path.name)
+        old = picked.get(key)
+        if old is None or (r.created, r.path.name) > (old.created, old.path.name):
+            picked[key] = r
+    out = []
+    for r in picked.values():
+        note = (
+            f"{r.path.name}: not run in this session; its record from an earlier session "
+            f"(begun {r.created:%Y-%m-%d %H:%M:%S} UTC) is reported"
+        )
+        out.append(dataclasses.replace(r, earlier_session=True, notes=(*r.notes, note)))
+    return out
 
 
 def write_session_reports(
     options: StudyOptions, stages: Iterable[str], entries: Iterable[dict[str, Any]]
 ) -> list[Any]:
     """Write ``out/<stage>/`` reports for the session's runs; ``entries`` carry references
-    (``role`` other than ``"arm"``: a label such as ``"stage_a/control"``)."""
+    (``role`` other than ``"arm"``: a label such as ``"stage_a/control"``).
+
+    A partial rerun (``-k``) keeps the stage's other arms: each arm with no run in this session
+    is reported from its newest complete record at the same scale (:func:`earlier_records`,
+    marked ``earlier_session``). Each record left out is named in the report's notes."""
     from stabilitykit.report.summary import build_stage_report, write_stage_report
 
     entries = list(entries)
     reports = []
     for stage in stages:
-        records = session_records(options.stage_dir(stage), options.session)
+        try:
+            stage_dir = options.stage_dir(stage)
+        except ValueError:  # each benchmark of that stage has failed, naming the stage
+            continue
+        every, notes = stage_records(stage_dir)
+        records = [r for r in every if session_of(r) == options.session]
         references: dict[str, RunRecord] = {}
         for entry in entries:
             if entry["stage"] == stage and entry["role"] != "arm":
                 try:
                     references[entry["role"]] = read_record(entry["run_dir"])
-                except (ValueError, OSError):
-                    continue
+                except (ValueError, OSError) as exc:
+                    notes.append(f"left out the reference {entry['role']}: {exc}")
         if not records and not references:
             continue
+        scales = {s for r in records if (s := record_scale(r))} or {options.scale}
+        records += earlier_records(every, stage, options.session, scales)
+        records.sort(key=lambda r: r.path.name)
         report = build_stage_report(stage, records, references)
-        reports.append(write_stage_report(report, options.stage_dir(stage), records, references))
+        report = dataclasses.replace(report, notes=(*notes, *report.notes))
+        reports.append(write_stage_report(report, stage_dir, records, references))
     return reports
 
 
@@ -185,17 +277,30 @@ def gate_session(
     session must fail (per-arm regressions already failed their own tests)."""
     from stabilitykit.gate import arm_run, baseline_path, gate_runs, read_baseline, update_baseline
 
-    by_stage: dict[str, list[str]] = {}
-    for entry in entries:
-        if entry["role"] == "arm":
-            by_stage.setdefault(entry["stage"], []).append(entry["run_dir"])
+    by_stage: dict[tuple[str, str], list[Any]] = {}
     lines: list[str] = []
     failed = False
-    for stage, run_dirs in sorted(by_stage.items()):
-        path = baseline_path(root, stage, options.scale)
-        runs = [arm_run(d) for d in run_dirs]
+    for entry in entries:
+        if entry["role"] == "arm":
+            try:
+                run = arm_run(entry["run_dir"])
+            except (ValueError, OSError) as exc:
+                lines.append(f"{entry['stage']}: left out {entry['run_dir']}: {exc}")
+                failed = True
+                continue
+            # the run's own scale: under --sk-scale none each arm keeps its own
+            by_stage.setdefault((entry["stage"], run.scale or options.scale), []).append(run)
+    for (stage, scale), runs in sorted(by_stage.items()):
+        try:
+            path = baseline_path(
+                root, check_path_name("stage", stage), check_path_name("scale", scale)
+            )
+        except ValueError as exc:
+            lines.append(f"{stage}: no baseline path: {exc}")
+            failed = True
+            continue
         if accept:
-            diff = update_baseline(path, runs, stage, options.scale)
+            diff = update_baseline(path, runs, stage, scale)
             lines += [f"{stage}: accepted {len(runs)} run(s) into {path}", diff.text()]
             continue
         try:

@@ -50,7 +50,9 @@ class WorkloadError(ValueError):
 class MetricSpec:
     """One judged metric: which way is better, its default gate tolerance (the allowed change
     from a baseline value ``ref`` is ``abs_tol + rel_tol * |ref|``), and the name of the metric
-    that holds the trivial predictor's value, if any (``floor``)."""
+    that holds the trivial predictor's value, if any (``floor``), and the best value the metric
+    can take, if any (``ideal``: 1 for SSIM, 0 for an error), which lets the collapse criterion
+    measure how much of the possible gain above the floor a run learned."""
 
     name: str
     direction: Literal["higher", "lower"]
@@ -58,6 +60,7 @@ class MetricSpec:
     rel_tol: float | None = None
     floor: str | None = None
     label: str = ""
+    ideal: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -134,13 +137,17 @@ class NoSpec:
 @dataclass(frozen=True)
 class Scale:
     """Sizes for one scale: data-spec fields, model fields and epochs to set; a ``modes_cap``
-    caps the modes. A scale changes sizes and epochs, never the meaning of an arm."""
+    caps the modes. A scale changes sizes and epochs, not the meaning of an arm; where a smaller
+    problem needs another recipe to learn at all (e.g. a larger lr at a few hundred steps), the
+    scale says so in ``recipe`` (arm fields such as ``lr``), and every run records what its scale
+    changed (``config.json`` ``scale_changes``)."""
 
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
     model: Mapping[str, Any] = field(default_factory=dict)
     modes_cap: int | None = None
     epochs: int | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Workload(ABC):

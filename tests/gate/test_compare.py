@@ -267,3 +267,30 @@ def test_gate_report_require_baseline():
     assert report.ok() and not report.ok(require_baseline=True)
     assert report.counts()["missing"] == 1
     assert "gate passed" in report.text() and "gate FAILED" in report.text(require_baseline=True)
+
+
+def test_tolerance_is_calibrated_from_the_seed_spread():
+    base = baseline(
+        run(seed=1, amp_ssim=0.899), run(seed=2, amp_ssim=0.9), run(seed=3, amp_ssim=0.901)
+    )
+    # std 0.001 over 3 seeds: 3 std = 0.003, raised to the floor 0.1 x 0.035 = 0.0035
+    tight = gate_arm(run(seed=2, amp_ssim=0.89), base)
+    assert not tight.passed and tight.regressions[0].limit == pytest.approx(0.9 - 0.0035)
+    assert "3 std over 3 seeds" in tight.regressions[0].tolerance
+    assert gate_arm(run(seed=2, amp_ssim=0.8975), base).passed
+    # noisy seeds: never looser than the declared tolerance
+    noisy = baseline(
+        run(seed=1, amp_ssim=0.8), run(seed=2, amp_ssim=0.9), run(seed=3, amp_ssim=1.0)
+    )
+    check = next(
+        c for c in gate_arm(run(seed=2, amp_ssim=0.9), noisy).checks if c.name == "amp_ssim"
+    )
+    assert check.tolerance.startswith("0.035") and check.limit == pytest.approx(0.865)
+
+
+def test_a_seed_the_baseline_never_ran_is_not_held_against_another_seed():
+    one_seed = baseline(run(seed=1, amp_ssim=0.9))
+    result = gate_arm(run(seed=2, amp_ssim=0.7), one_seed)
+    assert result.passed, result.reason
+    check = next(c for c in result.checks if c.name == "amp_ssim")
+    assert check.status == "other seed" and not check.worse

@@ -181,3 +181,54 @@ def test_no_worse_than_uses_the_metric_direction_and_declared_tolerance():
 def test_a_workload_without_floor_or_stds_is_judged_on_losses_only():
     bare = Observation(HEALTHY_STATS, {"x": 1.0}, (), {})
     assert judge(bare).kind is VerdictKind.STABLE
+
+
+def _with_ideal(workload, ideal):
+    spec = {**workload["metrics"][0], "ideal": ideal}
+    return {**workload, "metrics": [spec]}
+
+
+@pytest.mark.parametrize(
+    ("ssim", "collapsed"),
+    [(0.2741, True), (0.2707, True), (0.30, True), (0.348, False), (0.495, False)],
+)
+def test_an_arm_that_learned_little_of_the_gain_above_its_floor_collapsed(ssim, collapsed):
+    # the grid-lines ci tier: floor 0.2707; the LayerScale arm ends at 0.2741 (0.5 % of the gain)
+    workload = _with_ideal(IMAGE_WORKLOAD, 1.0)
+    o = obs(metrics={"amp_ssim": ssim, "amp_ssim_floor": 0.2707}, workload=workload)
+    failure = NoCollapse().check(o)
+    assert (failure is not None) is collapsed
+    if collapsed:
+        assert failure[0] is VerdictKind.COLLAPSED and "of the possible gain" in failure[1].message
+        assert judge(o).kind is VerdictKind.COLLAPSED
+
+
+def test_learned_gain_of_a_lower_is_better_metric():
+    workload = _with_ideal(REGRESSION_WORKLOAD, 0.0)
+    near = Observation(HEALTHY_STATS, {"rel_l2": 0.29, "rel_l2_floor": 0.3}, (), workload)
+    kind, evidence = NoCollapse().check(near)
+    assert kind is VerdictKind.COLLAPSED and evidence.value == pytest.approx(1 / 30)
+    far = Observation(HEALTHY_STATS, {"rel_l2": 0.03, "rel_l2_floor": 0.3}, (), workload)
+    assert NoCollapse().check(far) is None
+
+
+class _Raises:
+    name = "users_criterion"
+
+    def check(self, obs):
+        return obs.metrics["missing"] > 1
+
+
+class _NamelessBadReturn:
+    def check(self, obs):
+        return "fine"
+
+
+def test_a_criterion_that_raises_is_an_error_naming_it_and_the_others_still_run():
+    o = obs(stats={"grad_norm_preclip_max": 1e9})
+    verdict = judge(o, (_Raises(), GradNormBounded(), _NamelessBadReturn()))
+    assert verdict.kind is VerdictKind.ERROR
+    by_name = {e.criterion: e.message for e in verdict.evidence}
+    assert set(by_name) == {"users_criterion", "grad_norm_bounded", "_NamelessBadReturn"}
+    assert by_name["users_criterion"].startswith("the criterion raised KeyError: 'missing'")
+    assert "'fine'" in by_name["_NamelessBadReturn"]

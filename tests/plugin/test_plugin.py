@@ -297,3 +297,80 @@ def test_the_readme_own_workload_runs_the_whole_workflow(pytester, cache):
     gated.assert_outcomes(passed=4)
     assert (pytester.path / "bl/smoke/stage_c.json").exists()
     assert "not comparable" not in gated.stdout.str()
+
+
+PLAIN = "def test_plain():\n    pass\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sk-baseline", "missing"], "--sk-baseline: got 'missing', which does not exist*"),
+        (["--sk-baseline", "afile"], "--sk-baseline: got 'afile', which is a file*"),
+        (
+            ["--sk-baseline", "bl", "--sk-accept"],
+            "--sk-accept: cannot accept into bl*stage_a.json*",
+        ),
+        (["--sk-out", "afile"], "--sk-out: got 'afile', which is a file*"),
+        (["--sk-cache", "afile/data"], "--sk-cache: got 'afile/data', under 'afile'*"),
+        (["--sk-threads", "0"], "--sk-threads: got 0; allowed: an int >= 1*"),
+    ],
+)
+def test_bad_options_are_usage_errors_even_with_no_benchmark_selected(pytester, args, message):
+    pytester.makepyfile(PLAIN)
+    (pytester.path / "afile").write_text("")
+    (pytester.path / "bl/smoke").mkdir(parents=True)
+    (pytester.path / "bl/smoke/stage_a.json").write_text("{not json")
+    result = pytester.runpytest_subprocess("--sk-scale", "smoke", "-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_invalid_stage_markers_fail_their_items_and_other_stages_still_report(pytester, cache):
+    pytester.makepyfile(
+        HEADER
+        + """
+STAGES = [pytest.param(m, marks=getattr(pytest.mark, m)) for m in ("stage_", "stage_x-y")]
+STAGES.append(pytest.param("stage_a", marks=pytest.mark.stage_a))
+
+@pytest.mark.stability
+@pytest.mark.parametrize("stage", STAGES)
+def test_staged(stage, run_arm):
+    run_arm(CONTROL, criteria=LENIENT)
+"""
+    )
+    result = run(pytester, cache)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_staged?stage_?: invalid stage marker @pytest.mark.stage_ (stage: got*",
+            "*test_staged?stage_x-y?: invalid stage marker @pytest.mark.stage_x-y*",
+        ]
+    )
+    assert "INTERNALERROR" not in result.stdout.str()
+    rows = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())["rows"]
+    assert [r["arm_name"] for r in rows] == ["control"]
+
+
+def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timings_are(
+    pytester, cache
+):
+    pytester.makepyfile(
+        HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
+        "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n"
+    )
+    run(pytester, cache, "--benchmark-json", "bench.json").assert_outcomes(passed=1)
+    (bench,) = json.loads((pytester.path / "bench.json").read_text())["benchmarks"]
+    info = bench["extra_info"]
+    for key in ("grad_norm_preclip_median", "grad_norm_preclip_p99", "grad_norm_preclip_max"):
+        assert info[key] > 0
+    assert 0 < info["grad_norm_postclip_max"] <= 1.0 + 1e-4  # clip norm 1.0
+    assert info["train_seconds"] > 0 and info["verdict"] == "stable"
+
+    pytester.makepyfile(test_plain=PLAIN)  # the warning comes before any training
+    parallel = run(pytester, cache, "-n", "2", "--benchmark-json", "bench.json", "test_plain.py")
+    parallel.assert_outcomes(passed=1, warnings=1)
+    text = parallel.stdout.str()
+    assert text.count("no benchmark JSON is written under xdist") == 1
+    assert "stats.json: train_seconds" in text and "<stage>_metrics.json" in text

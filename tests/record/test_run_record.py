@@ -1,14 +1,20 @@
+import datetime as dt
 import json
+import os
+import re
 
 import pytest
 import torch
 
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 from stabilitykit.record.run_record import (
+    UNFINISHED,
     RunWriter,
     find_runs,
     new_run_dir,
     read_record,
+    scan_runs,
+    time_of_name,
 )
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
 
@@ -91,3 +97,133 @@ def test_weights_load_refuses_pickled_objects(tmp_path):
     torch.save({"w": torch.ones(1), "evil": object}, path / "model.pt")
     with pytest.raises(Exception, match=r"(?i)weights_only|unsupported"):
         read_record(path).load_state_dict()
+
+
+# --- hostile and unfinished folders -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "message"),
+    [
+        ("config.json", [], r"config.json: not a stabilitykit.run file"),
+        ("config.json", stamp({"arm": []}), r"config.json: arm: got list \[\]; expected an obj"),
+        ("config.json", stamp({"tags": "x"}), r"config.json: tags: got str 'x'"),
+        ("config.json", stamp({"arm_id": 3}), r"config.json: arm_id: got int 3; expected a str"),
+        ("config.json", stamp({"tags": {"stage": "../../x"}}), r"tags.stage: got '../../x'"),
+        ("config.json", stamp({"scale": "../../y"}), r"config.json: scale: got '../../y'"),
+        ("config.json", stamp({"arm": {"scale": "/etc"}}), r"arm.scale: got '/etc'"),
+        ("config.json", stamp({"created": "yesterday"}), r"created: got 'yesterday'"),
+        ("stats.json", stamp({"stats": 3}), r"stats.json: stats: got int 3; expected an object"),
+        ("stats.json", stamp({"stats": {}}), r"stats.json: verdict: got null"),
+        ("stats.json", stamp({"stats": {}, "verdict": {"kind": "ok"}}), r"verdict.kind: got"),
+        (
+            "stats.json",
+            stamp({"stats": {}, "verdict": {"kind": "stable", "evidence": [{"x": 1}]}}),
+            r"verdict.evidence\[0\]: got dict",
+        ),
+        (
+            "stats.json",
+            stamp(
+                {
+                    "stats": {},
+                    "verdict": {
+                        "kind": "diverged",
+                        "evidence": [{"criterion": "c", "message": "m", "step": "1"}],
+                    },
+                }
+            ),
+            r"verdict.evidence\[0\].step: got str '1'",
+        ),
+        ("metrics.json", stamp({"metrics": [1]}), r"metrics.json: metrics: got list"),
+        ("history.json", stamp({}), r"history.json: epochs: got null; expected a list"),
+        ("history.json", stamp({"epochs": [1]}), r"history.json: epochs\[0\]: got int 1"),
+    ],
+)
+def test_files_of_the_wrong_shape_are_named(tmp_path, name, payload, message):
+    path = write_run(tmp_path)
+    (path / name).write_text(json.dumps(payload))
+    with pytest.raises(RecordError, match=message):
+        read_record(path)
+
+
+def test_steps_of_the_wrong_shape_are_named(tmp_path):
+    path = write_run(tmp_path)
+    with open(path / "steps.jsonl", "a") as f:
+        f.write("[1, 2]\n{}\n")
+    with pytest.raises(RecordError, match=r"steps.jsonl: line 4: got list"):
+        read_record(path)
+    (path / "config.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(RecordError, match=r"config.json: not UTF-8 text"):
+        read_record(path)
+    (path / "config.json").write_text("[" * 100_000)
+    with pytest.raises(RecordError, match=r"config.json: "):
+        read_record(path)
+
+
+def test_a_run_folder_is_complete_or_nothing(tmp_path):
+    path = new_run_dir(tmp_path, "arm")
+    assert path.name.startswith(".arm-") and path.name.endswith(".partial")
+    assert find_runs(tmp_path) == []  # a kill now leaves no run folder, only a named skip
+    runs, notes = scan_runs(tmp_path)
+    assert runs == [] and notes == [f"left out {path}: {UNFINISHED}"]
+    with pytest.raises(RecordError, match="an unfinished run folder"):
+        read_record(path)
+    writer = RunWriter(path)
+    writer.write_config({"arm_id": "arm"})
+    assert not path.exists() and writer.path == path.with_name(path.name[1 : -len(".partial")])
+    assert find_runs(tmp_path) == [writer.path] and scan_runs(tmp_path)[1] == []
+
+
+def test_an_empty_run_folder_is_a_named_skip(tmp_path):
+    write_run(tmp_path)
+    empty = tmp_path / "runs" / "arm-20260101T000000000000Z-abcdef"
+    empty.mkdir()
+    runs, notes = scan_runs(tmp_path)
+    assert len(runs) == 1 and notes == [f"left out {empty}: {UNFINISHED}"]
+    with pytest.raises(RecordError, match=r"an unfinished run folder"):
+        read_record(empty)
+
+
+def test_symlinks_are_not_followed(tmp_path):
+    elsewhere = write_run(tmp_path / "elsewhere")
+    root = tmp_path / "root"
+    mine = write_run(root)
+    (root / "runs" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    runs, notes = scan_runs(root)
+    assert runs == [mine] and notes == [
+        f"left out {root / 'runs' / 'linked'}: a symlink (not followed)"
+    ]
+
+
+def test_the_creation_time_is_recorded(tmp_path):
+    path = write_run(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    created = dt.datetime.fromisoformat(config["created"])
+    assert created.tzinfo is not None and created.utcoffset() == dt.timedelta(0)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", config["created"])
+    assert read_record(path).created == created
+    assert time_of_name(path.name) == created  # the folder's name carries the same time
+
+
+def test_the_creation_time_of_an_older_record(tmp_path):
+    path = write_run(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    del config["created"]
+    (path / "config.json").write_text(json.dumps(config))
+    assert read_record(path).created == time_of_name(path.name)
+    renamed = path.rename(tmp_path / "runs" / "older")
+    os.utime(renamed / "config.json", (86400.0, 86400.0))
+    assert read_record(renamed).created == dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_files_are_written_with_an_ordinary_files_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = write_run(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()}
+    assert {"config.json", "stats.json", "metrics.json", "history.json"} <= set(modes)
+    assert set(modes.values()) == {0o666 & ~umask}
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -135,8 +135,10 @@ def make_run(tmp_path):
     """``make_run(name, seed=..., verdict=..., ...) -> RunRecord``; ``finish=False`` leaves a
     half-written run (no stats.json). ``workload`` is the config's ``workload`` block
     (a name in :data:`WORKLOADS`, ``gridlines`` by default, or a block; ``None``: a record
-    written before the block existed);
-    ``reconstruction`` one of ``amplitude``, ``phase`` (complex) or ``field`` (real)."""
+    written before the block existed, whose arm names no workload either);
+    ``reconstruction`` one of ``amplitude``, ``phase`` (complex) or ``field`` (real);
+    ``scale_changes`` the config's ``{field: [as written, as run]}`` (``None``: left out, as a
+    record written before configs carried it)."""
 
     def make(
         name: str = "control",
@@ -155,18 +157,27 @@ def make_run(tmp_path):
         data_hash: str = "data0123",
         scale: str = "ci",
         workload: str | dict | None = "gridlines",
+        scale_changes: dict | None = None,
     ):
         block = WORKLOADS.get(workload) if isinstance(workload, str) else workload
         arm_dict = {
             "name": name,
+            **({"workload": block["name"]} if block else {}),
             "architecture": "hybrid",
+            "width": None,
             "fno_blocks": 4,
             "layerscale_init": None,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "betas": [0.9, 0.999],
+            "loss": "rel_l2" if block is DARCY else "mae",
             "clip": "norm",
             "clip_value": 1.0,
-            "lr": 1e-3,
+            "scheduler": "constant",
             "epochs": 3,
+            "batch_size": 16,
             "seed": seed,
+            "device": "cpu",
             "scale": scale,
             "data": {"N": 64, "seed": 7},
             **(arm or {}),
@@ -184,6 +195,8 @@ def make_run(tmp_path):
         }
         if block is not None:
             config["workload"] = block
+        if scale_changes is not None:
+            config["scale_changes"] = scale_changes
         writer.write_config(config)
         writer.append_steps(steps_rows() if steps is None else steps)
         writer.write_history(history_rows() if history is None else history)

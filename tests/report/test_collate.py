@@ -75,6 +75,8 @@ def test_columns_come_from_the_declarations_of_the_rows(make_run):
         "grad_norm_preclip_median",
         "grad_norm_preclip_p99",
         "grad_norm_preclip_max",
+        "grad_norm_postclip_median",
+        "grad_norm_postclip_max",
     ]
     rel_l2 = columns[5]
     assert (rel_l2.title, rel_l2.floor, rel_l2.direction) == ("rel L2 ↓", "rel_l2_floor", "lower")
@@ -158,3 +160,49 @@ def test_representative_falls_back_to_failed_runs(make_run):
     (arm,) = summarise_arms(rows)
     assert arm.median["grad_norm_preclip_max"] is None  # no stable seed
     assert representative(arm, rows)["grad_norm_preclip_max"] == 4e5
+
+
+def test_differing_fields_leave_out_what_every_arm_shares(make_run):
+    from stabilitykit.report.collate import common_fields, differing_fields, recipe_summary
+
+    rows = [
+        metrics_row(make_run("control")),
+        metrics_row(make_run("agc", arm={"clip": "agc", "clip_value": 0.01})),
+        metrics_row(make_run("small", arm={"data": {"N": 32, "seed": 7}, "width": 16})),
+    ]
+    assert differing_fields(rows) == ["width", "clip", "clip_value", "data.N"]
+    assert differing_fields(rows[:1]) == [] and differing_fields([]) == []
+    # clip_value alone differs: clip is shown beside it
+    norm = metrics_row(make_run("norm2", arm={"clip_value": 2.0}))
+    assert differing_fields([rows[0], norm]) == ["clip", "clip_value"]
+    assert (
+        recipe_summary(rows[1], differing_fields(rows)) == "width default, clip agc 0.01, data.N 64"
+    )
+    common = common_fields(rows)
+    assert common["optimizer"] == "adam" and common["loss"] == "mae"
+    assert "clip" not in common and "width" not in common and "seed" not in common
+    # the seed, the name and the scale never tell arms apart
+    seeds = [metrics_row(make_run("a", seed=1)), metrics_row(make_run("b", seed=2, scale="smoke"))]
+    assert differing_fields(seeds) == []
+
+
+def test_rows_carry_the_arm_the_scale_changes_and_the_loss_basis(make_run):
+    from stabilitykit.report.collate import loss_basis, loss_groups, scale_changes_of
+
+    changes = {"epochs": [50, 25], "data.N": [64, 32]}
+    row = metrics_row(make_run("control", scale_changes=changes))
+    assert row["arm"]["name"] == "control" and row["arm"]["loss"] == "mae"
+    assert scale_changes_of(row) == changes
+    old = metrics_row(make_run("old", workload=None))
+    assert scale_changes_of(old) is None  # not recorded, not "nothing changed"
+    assert loss_basis(row) == ("gridlines", "mae")
+    assert loss_basis(metrics_row(make_run("d", workload="darcy"))) == ("darcy", "rel_l2")
+    poisson = metrics_row(make_run("p", arm={"loss": "poisson"}))
+    assert len(loss_groups([row, poisson])) == 2 and len(loss_groups([row, row])) == 1
+    assert "arm" not in metric_keys_of([row]) and "scale_changes" not in metric_keys_of([row])
+
+
+def metric_keys_of(rows):
+    from stabilitykit.report.collate import metric_keys
+
+    return metric_keys(rows)

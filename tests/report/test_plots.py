@@ -2,12 +2,18 @@ import struct
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from stabilitykit.report.plots import (
+    arm_groups,
+    band,
+    grad_norm_figure,
+    loss_figure,
     panels,
     plot_grad_norms,
     plot_losses,
     plot_reconstructions,
+    reconstruction_figure,
     remove_plane,
 )
 
@@ -121,3 +127,134 @@ def test_remove_plane_takes_out_a_tilt():
     flat = remove_plane(bumps + 0.3 * x - 0.1 * y + 2.0)
     np.testing.assert_allclose(flat, remove_plane(bumps), atol=1e-12)
     assert abs(flat.mean()) < 1e-12
+
+
+def noisy_steps(seed: int, n: int = 40, level: float = 5.0, nonfinite_at: int | None = None):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        pre = level * float(np.exp(rng.normal(0, 0.5)))
+        rows.append(
+            {
+                "step": i,
+                "epoch": 1 + i // 10,
+                "lr": 1e-3,
+                "loss": 0.1,
+                "grad_norm_preclip": "nan" if i == nonfinite_at else pre,
+                "grad_norm_postclip": "nan" if i == nonfinite_at else min(pre, 1.0),
+            }
+        )
+        if i == nonfinite_at:
+            break
+    return rows
+
+
+@pytest.fixture
+def three_seeds(make_run):
+    """Two arms over three seeds, labelled as the stage report labels them."""
+    records = {}
+    for name, arm, level in (("control", {}, 5.0), ("hot", {"lr": 1e-2}, 50.0)):
+        for seed in (1, 2, 3):
+            records[f"{name} seed {seed}"] = make_run(
+                name, seed=seed, arm=arm, steps=noisy_steps(10 * seed + len(name), level=level)
+            )
+    return records
+
+
+def _data_axes(fig):
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_a_three_seed_stage_draws_one_line_and_one_band_per_arm(three_seeds, tmp_path):
+    groups = arm_groups(three_seeds)
+    assert [(label, len(recs)) for label, recs in groups] == [
+        ("control (3 seeds: 1, 2, 3)", 3),
+        ("hot (3 seeds: 1, 2, 3)", 3),
+    ]
+    fig = grad_norm_figure(three_seeds)
+    for ax in _data_axes(fig):
+        assert len(ax.lines) == 2  # the median of each arm, not 6 seed lines
+        assert len(ax.collections) == 2  # the min–max band of each arm
+        assert ax.get_legend() is None  # no legend over the data
+        colours = [line.get_color() for line in ax.lines]
+        assert len(set(colours)) == 2  # one colour per arm
+        bands = [tuple(c.get_facecolor()[0][:3]) for c in ax.collections]
+        assert len(set(bands)) == 2
+    (legend,) = fig.legends  # one legend, outside the axes
+    texts = [t.get_text().replace("\n", " ") for t in legend.get_texts()]
+    assert texts[:2] == ["control (3 seeds: 1, 2, 3)", "hot (3 seeds: 1, 2, 3)"]
+    assert any("median over an arm's seeds" in t for t in texts)
+    assert any("min–max over its seeds" in t for t in texts)
+    assert not any("non-finite" in t for t in texts)  # nothing non-finite: not explained
+    FigureCanvasAgg(fig).draw()
+    box = legend.get_window_extent()
+    assert all(box.x0 >= ax.get_window_extent().x1 for ax in _data_axes(fig))
+    assert png_size(plot_grad_norms(three_seeds, tmp_path / "g.png"))[0] > 0
+
+
+def test_the_band_is_the_min_and_max_over_the_seeds_and_the_line_their_median():
+    a = (np.array([0.0, 1.0, 2.0]), np.array([1.0, 4.0, 2.0]))
+    b = (np.array([0.0, 1.0]), np.array([3.0, 2.0]))
+    c = (np.array([0.0, 1.0]), np.array([2.0, 8.0]))
+    x, median, low, high = band([a, b, c])
+    np.testing.assert_array_equal(x, [0, 1, 2])
+    np.testing.assert_array_equal(median, [2, 4, 2])  # at step 2 only one seed logged
+    np.testing.assert_array_equal(low, [1, 2, 2])
+    np.testing.assert_array_equal(high, [3, 8, 2])
+
+
+def test_losses_of_three_seeds_draw_one_line_per_arm(three_seeds):
+    fig = loss_figure(three_seeds)
+    for ax in _data_axes(fig):
+        assert len(ax.lines) == 2 and len(ax.collections) == 2 and ax.get_legend() is None
+    assert fig._suptitle is None  # one loss: the curves compare
+
+
+def test_a_non_finite_step_is_a_marker_the_legend_explains(make_run):
+    records = {
+        "stable": make_run("stable", steps=noisy_steps(1)),
+        "diverged": make_run("diverged", steps=noisy_steps(2, nonfinite_at=20)),
+    }
+    fig = grad_norm_figure(records)
+    pre = _data_axes(fig)[0]
+    marks = [line for line in pre.lines if line.get_gid() == "nonfinite"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [20.0]
+    assert marks[0].get_marker() == "x" and marks[0].get_linestyle() == "None"
+    assert len(pre.lines) == 3  # two single runs and the marker; no unexplained dotted lines
+    assert not [line for line in pre.lines if line.get_linestyle() == ":"]
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == ["stable", "diverged"] and "×: non-finite at that step" in texts
+    assert not any("median" in t for t in texts)  # single runs: no band to explain
+
+
+def test_each_reconstruction_row_names_its_arm_and_seed(make_run):
+    records = {
+        "control seed 2": make_run("control", seed=2),
+        "hot seed 3 (diverged)": make_run("hot", seed=3, verdict="diverged"),
+        "stage_a/control": make_run("control", seed=1),
+    }
+    fig = reconstruction_figure(records)
+    labels = [ax.get_ylabel() for ax in _data_axes(fig) if ax.get_ylabel()]
+    assert len(labels) == 3
+    assert labels[0].startswith("arm control\nseed 2 · stable\nrun control-seed2-")
+    assert labels[1].startswith("arm hot\nseed 3 · diverged\nrun hot-seed3-")
+    assert labels[2].startswith("stage_a/control\nseed 1 · stable")
+
+
+def test_arms_of_different_losses_get_a_loss_plot_that_says_so(make_run):
+    records = {"mae": make_run("mae"), "poisson": make_run("poisson", arm={"loss": "poisson"})}
+    title = loss_figure(records)._suptitle.get_text()
+    assert "losses or workloads differ" in title
+
+
+def test_a_reference_stays_its_own_line_beside_the_seeds_of_the_same_recipe(make_run):
+    records = {
+        "stage_a/control": make_run("control", seed=1),
+        "control seed 1": make_run("control", seed=1),
+        "control seed 2": make_run("control", seed=2),
+    }
+    assert [(label, len(recs)) for label, recs in arm_groups(records)] == [
+        ("stage_a/control", 1),
+        ("control (2 seeds: 1, 2)", 2),
+    ]

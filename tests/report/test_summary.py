@@ -161,7 +161,7 @@ def test_writes_metrics_summary_and_plots(make_run, tmp_path):
     assert md.startswith("# Stage B summary") and "data hash: data0123" in md
     assert (
         "| arm | seed | verdict | best val loss ↓ | amp SSIM ↑ | phase SSIM ↑ | amp MAE ↓ | "
-        "phase MAE ↓ | grad norm median | p99 ↓ | max |"
+        "phase MAE ↓ | pre-clip grad norm median | p99 ↓ | max | post-clip median | post-clip max |"
     ) in md
     assert (
         "| deep_control | 1 | **diverged** | 0.0138 | 0.925 (floor 0.277) | – | 0.063 | – |" in md
@@ -278,7 +278,7 @@ def test_records_without_a_workload_block_still_render(make_run, tmp_path):
     report = build_stage_report("stage_a", records)
     report = write_stage_report(report, tmp_path / "out", records)
     md = report.files["summary"].read_text()
-    assert "| best val loss ↓ | grad norm median | p99 ↓ | max |" in md  # no declared metrics
+    assert "| best val loss ↓ | pre-clip grad norm median | p99 ↓ | max |" in md  # none declared
     assert "## Other metrics" in md  # what metrics.json had, shown ungated
     assert "| amp_mae | amp_ssim |" in md.replace(" | amp_psnr", "").replace(" | amp_frc50", "")
     assert "| old | 1 | 0.063 | 0.925 |" in md.replace(" | 25 | 12", "")
@@ -296,9 +296,16 @@ def test_arms_of_different_workloads_share_one_table(make_run, tmp_path):
     report = write_stage_report(report, tmp_path / "out", records)
     md = report.files["summary"].read_text()
     assert "| amp SSIM ↑ | phase SSIM ↑ | amp MAE ↓ | phase MAE ↓ | rel L2 ↓ | MSE ↓ |" in md
-    assert "| image | 1 | stable | 0.0138 | 0.925 (floor 0.277) | – | 0.063 | – | – | – |" in md
-    assert "| darcy | 1 | stable | 0.0138 | – | – | – | – | 0.12 (floor 0.97) | 0.0031 |" in md
-    assert "| old | 1 | stable | 0.0138 | – | – | – | – | – | – |" in md
+    # the arms' val losses are different losses on different workloads: flagged, not ranked
+    assert "| image | 1 | stable | 0.0138 † | 0.925 (floor 0.277) | – | 0.063 | – | – | – |" in md
+    assert "| darcy | 1 | stable | 0.0138 † | – | – | – | – | 0.12 (floor 0.97) | 0.0031 |" in md
+    assert "| old | 1 | stable | 0.0138 † | – | – | – | – | – | – |" in md
+    assert "\n† Best val loss is each arm's own training loss" in md
+    assert "gridlines/mae: image; darcy/rel_l2: darcy" in md
+    assert "| arm | `workload` | `loss` |" in md and "| darcy | darcy | rel_l2 |" in md
+    metrics = read_stage_metrics(report.files["metrics"])
+    assert metrics["best_val_loss_comparable"] is False
+    assert metrics["differing_fields"] == ["workload", "loss"]
     assert not [n for n in report.notes if "plot" in n]
 
 
@@ -321,3 +328,200 @@ def test_the_report_and_the_gate_name_no_workload():
             text = source.read_text()
             for name in ("stabilitykit.workloads", "stabilitykit.evaluate", "amp_", "phase_"):
                 assert name not in text, f"{source.name} names {name}"
+
+
+# --- telling arms apart, scales, comparability --------------------------------------------------
+
+HOT = {"lr": 1e-2, "clip": "none", "clip_value": None}
+CI_SCALE = {"epochs": [50, 25], "data.N": [64, 32], "width": [None, 16]}
+
+
+def test_the_summary_shows_the_fields_that_differ_and_not_the_identical_ones(make_run, tmp_path):
+    records = [
+        make_run("control"),
+        make_run("hot", arm=HOT),
+        make_run("deep", arm={"fno_blocks": 8, "data": {"N": 32, "seed": 7}}),
+    ]
+    report = build_stage_report("stage_c", records)
+    report = write_stage_report(report, tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| arm | `fno_blocks` | `lr` | `clip` | `clip_value` | `data.N` |" in md
+    assert "| control | 4 | 0.001 | norm | 1 | 64 |" in md
+    assert "| hot | 4 | 0.01 | none | – | 64 |" in md  # no clip value without a clip
+    assert "| deep | 8 | 0.001 | norm | 1 | 32 |" in md
+    head = md.split("## Runs")[0]
+    for same in ("optimizer", "epochs", "batch_size", "architecture", "loss", "data.seed"):
+        assert f"| `{same}` |" not in head and f"`{same}` |" not in head
+    assert "Same for every arm: `workload` gridlines, `architecture` hybrid" in md
+    assert "`optimizer` adam" in md and "`loss` mae" in md
+    control, hot, deep = report.findings
+    assert control.startswith("`control` (fno_blocks 4, lr 0.001, clip norm 1, data.N 64)")
+    assert hot.startswith("`hot` (fno_blocks 4, lr 0.01, clip none, data.N 64)")
+    assert deep.startswith("`deep` (fno_blocks 8, lr 0.001, clip norm 1, data.N 32)")
+    assert "hybrid, 4 blocks" not in " ".join(report.findings)  # no common recipe per arm
+    metrics = read_stage_metrics(report.files["metrics"])
+    assert metrics["differing_fields"] == ["fno_blocks", "lr", "clip", "clip_value", "data.N"]
+    assert metrics["rows"][1]["arm"]["lr"] == 0.01  # each row carries its arm as run
+
+
+def test_arms_alike_but_for_the_name_say_so(make_run, tmp_path):
+    records = [make_run("a"), make_run("b")]
+    md = (
+        write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+        .files["summary"]
+        .read_text()
+    )
+    assert "No recipe field differs between the arms" in md and "What differs" not in md
+
+
+def test_best_val_loss_between_different_losses_is_flagged_and_not_ranked(make_run, tmp_path):
+    control = make_run("control", root=tmp_path / "a")
+    records = [
+        make_run("mae", stats={"best_val_loss": 0.05}, metrics={"amp_ssim": 0.9}),
+        make_run(
+            "poisson",
+            arm={"loss": "poisson"},
+            stats={"best_val_loss": 0.001},
+            metrics={"amp_ssim": 0.8},
+        ),
+    ]
+    refs = {"stage_a/control": control}
+    report = build_stage_report("stage_c", records, refs)
+    report = write_stage_report(report, tmp_path / "out", records, refs)
+    md = report.files["summary"].read_text()
+    assert "| mae | 1 | stable | 0.05 † |" in md and "| poisson | 1 | stable | 0.001 † |" in md
+    assert "| stage_a/control (reference) | 1 | stable | 0.0138 † |" in md
+    assert (
+        "† Best val loss is each arm's own training loss on its own workload (workload/loss: "
+        "gridlines/mae: stage_a/control (reference), mae; gridlines/poisson: poisson)"
+    ) in md
+    assert "| arm | `loss` |" in md
+    # the narrative ranks by the workload's metric, never by the incomparable loss
+    assert not any("By best val loss" in r for r in report.ranking)
+    assert "Best val loss is not ranked" in " ".join(report.ranking)
+    assert "best first: `mae` 0.9, then `poisson` 0.8" in report.ranking[0]
+    poisson = next(c for c in report.comparisons if "`poisson`" in c)
+    assert "best val loss 0.001 vs 0.0138 (not comparable: gridlines/poisson vs gridlines/mae)" in (
+        poisson
+    )
+    assert "different loss: poisson vs mae" in poisson
+    assert "-93%" not in poisson and "better)" not in poisson.split("amp SSIM")[0]
+    metrics = read_stage_metrics(report.files["metrics"])
+    assert metrics["best_val_loss_comparable"] is False
+
+
+def test_one_loss_ranks_by_best_val_loss_without_a_dagger(make_run, tmp_path):
+    records = [
+        make_run("a", stats={"best_val_loss": 0.05}, metrics={"amp_ssim": 0.9}),
+        make_run("b", arm={"lr": 3e-4}, stats={"best_val_loss": 0.01}, metrics={"amp_ssim": 0.95}),
+        make_run("c", arm={"lr": 1e-4}, verdict="diverged"),
+    ]
+    report = build_stage_report("stage_c", records)
+    md = write_stage_report(report, tmp_path / "out", records).files["summary"].read_text()
+    assert "†" not in md
+    assert report.ranking[0].startswith("By amp SSIM ↑ (the gridlines workload's primary metric)")
+    assert "`b` 0.95, then `a` 0.9" in report.ranking[0]
+    assert "By best val loss ↓, best first: `b` 0.01, then `a` 0.05." in report.ranking
+    assert "Not ranked (no stable run): `c`." in report.ranking
+    assert "## How the arms rank" in md
+
+
+def test_ranking_within_the_gate_tolerance_says_the_arms_are_not_told_apart(make_run):
+    records = [make_run("a", metrics={"amp_ssim": 0.93}), make_run("b", arm={"lr": 3e-4})]
+    report = build_stage_report("s", records)
+    assert "`a` 0.93, then `b` 0.925 (all within the gate's tolerance" in report.ranking[0]
+    assert "`a` 0.0138 = `b` 0.0138" in report.ranking[1]  # a tie
+
+
+def test_scale_changes_appear_and_no_epochs_the_scale_overrides_are_recommended(make_run, tmp_path):
+    rec = make_run(
+        "control",
+        verdict="stagnated",
+        evidence=(Evidence("learns", "no drop"),),
+        arm={"epochs": 25},
+        scale_changes=CI_SCALE,
+    )
+    report = build_stage_report("stage_a", [rec])
+    report = write_stage_report(report, tmp_path / "out", [rec])
+    md = report.files["summary"].read_text()
+    assert (
+        "The arm: scale `ci` changed `width` default → 16, `epochs` 50 → 25, `data.N` 64 → 32 "
+        "(as written → as run)."
+    ) in md
+    (step,) = report.next_steps
+    assert "more epochs" not in step and "`epochs` 25 → 50" not in step
+    assert "`epochs` 50 as written → 25 as run" in step  # names the field the scale set
+    assert "run it as written with `--sk-scale none` (`epochs` 50)" in step
+    assert "or at `--sk-scale full`" in step
+    # a scale that lengthened the run: raise the arm's epochs and run as written
+    short = make_run(
+        "short",
+        verdict="stagnated",
+        arm={"epochs": 25},
+        scale_changes={"epochs": [4, 25]},
+    )
+    (step,) = build_stage_report("stage_a", [short]).next_steps
+    assert "more epochs" not in step
+    assert (
+        "set `epochs` above 25 in the arm (e.g. 50) and run it as written with `--sk-scale none`"
+        in (step)
+    )
+    # without a scale change of epochs, more epochs is the advice
+    plain = make_run("plain", verdict="stagnated", scale_changes={"data.N": [64, 32]})
+    assert "more epochs (`epochs` 3 → 6)" in build_stage_report("s", [plain]).recommendation
+
+
+def test_a_recommended_depth_the_scale_sets_says_to_run_as_written(make_run):
+    records = [
+        make_run("deep", seed=s, arm={"fno_blocks": 2}, scale_changes={"fno_blocks": [8, 2]})
+        for s in range(5)
+    ]
+    text = build_stage_report("s", records).recommendation
+    assert "`fno_blocks` 2 → 4" in text
+    assert "The `ci` scale sets `fno_blocks` (8 as written, 2 as run)" in text
+    assert "run it as written (`--sk-scale none`) or at `--sk-scale full`" in text
+
+
+def test_scale_changes_per_arm_when_they_differ_and_older_records_say_not_recorded(
+    make_run, tmp_path
+):
+    records = [
+        make_run("control", scale_changes=CI_SCALE),
+        make_run("written", scale="custom", scale_changes={}),
+        make_run("old", workload=None),
+    ]
+    report = write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| arm | what `--sk-scale` changed |" in md
+    assert "| control | scale `ci` changed `width` default → 16, `epochs` 50 → 25" in md
+    assert "| written | ran as written (`--sk-scale none`): no field set by a scale |" in md
+    assert "| old | scale `ci`; what it changed is not recorded" in md
+    rows = read_stage_metrics(report.files["metrics"])["rows"]
+    assert rows[0]["scale_changes"] == CI_SCALE and rows[1]["scale_changes"] == {}
+    assert rows[2]["scale_changes"] is None and rows[2]["workload"] is None
+
+
+def test_the_post_clip_grad_norm_is_shown(make_run, tmp_path):
+    rec = make_run(
+        "agc",
+        arm={"clip": "agc", "clip_value": 0.01},
+        stats={"grad_norm_postclip_median": 0.42, "grad_norm_postclip_max": 0.77},
+    )
+    report = write_stage_report(build_stage_report("s", [rec]), tmp_path / "out", [rec])
+    md = report.files["summary"].read_text()
+    assert "| post-clip median | post-clip max |" in md and "| 39.9 | 0.42 | 0.77 |" in md
+    assert "post-clip median 0.42, max 0.77" in report.findings[0]
+
+
+def test_a_seeded_stage_of_mixed_workloads_and_old_records_writes_everything(make_run, tmp_path):
+    records = [make_run("image", seed=s, scale_changes=CI_SCALE) for s in (1, 2, 3)]
+    records += [make_run("darcy", seed=s, workload="darcy") for s in (1, 2)]
+    records += [make_run("old", seed=s, workload=None) for s in (1, 2)]
+    report = write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+    assert not [n for n in report.notes if "plot" in n]
+    md = report.files["summary"].read_text()
+    assert "## Seeds" in md and "0.0138 [0] †" in md
+    assert "| image | gridlines | mae |" in md and "| darcy | darcy | rel_l2 |" in md
+    metrics = read_stage_metrics(report.files["metrics"])
+    assert [r["arm_name"] for r in metrics["rows"]] == ["image"] * 3 + ["darcy"] * 2 + ["old"] * 2
+    assert metrics["differing_fields"] == ["workload", "loss"]

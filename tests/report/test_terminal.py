@@ -54,3 +54,18 @@ def test_verdicts_are_coloured_by_kind():
     assert "green" in styles["stable"] and "red" in styles["diverged"]
     assert "yellow" in styles["collapsed"]
     assert text.plain == "stable ×2, diverged ×1, collapsed ×1"
+
+
+def test_the_terminal_tells_arms_apart_and_flags_incomparable_losses(make_run):
+    records = [
+        make_run("mae", scale_changes={"epochs": [50, 25]}),
+        make_run("poisson", arm={"loss": "poisson"}, scale_changes={"epochs": [50, 25]}),
+    ]
+    text = render(build_stage_report("stage_c", records))
+    assert "What differs between the arms (as run)" in text
+    poisson_line = next(line for line in text.splitlines() if "│ poisson" in line)
+    assert "poisson" in poisson_line.split("│ poisson", 1)[1]  # its loss in the differs table
+    assert "0.0138 †" in text and "† Best val loss is each arm's own training loss" in text
+    assert "Every arm: scale ci changed epochs 50 → 25 (as written → as run)." in text
+    assert "post-clip median / max" in text and "1 / 1" in text
+    assert "Best val loss is not ranked" in text

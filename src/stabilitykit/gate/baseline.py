@@ -13,9 +13,17 @@ Layout (``<root>/<scale>/<stage>.json``, keys sorted, numbers to 6 significant d
          "n": 3, "failures": 1, "verdicts": {"collapsed": 1, "stable": 2}
        }}}
 
-``metrics`` summarises the stable seeds (all seeds when none was stable). ``n``, ``failures``
-and ``verdicts`` are written for readers and derived from ``seeds`` when read; ``n`` and
+``metrics`` summarises the stable seeds (all seeds when none was stable); with two or more
+seeds it also holds their sample standard deviation ``std``. ``n``, ``failures`` and
+``verdicts`` are written for readers and derived from ``seeds`` when read; ``n`` and
 ``failures`` leave out interrupted runs, which say nothing about the arm.
+
+**Calibrated tolerances.** A metric accepted over at least :data:`CALIBRATE_MIN_SEEDS` seeds is
+gated with the tolerance its own seed-to-seed noise supports: :data:`CALIBRATE_K` times the
+``std`` over seeds, never looser than the declared tolerance (the workload's ``MetricSpec``)
+and never tighter than :data:`CALIBRATE_FLOOR` of it (:meth:`BaselineEntry.tolerance`). A code
+change that moves an arm's numbers without meaning to behaves like another seed, so a move of
+3 standard deviations is a regression; with fewer seeds the declared tolerance applies.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from stabilitykit.gate.metrics import (
     merged_rules,
 )
 from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.names import check_path_name
 from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
 
 SCHEMA = "stabilitykit.baseline"
@@ -73,13 +82,23 @@ class SeedResult:
     values: Mapping[str, float | None] = field(default_factory=dict)
 
 
+#: Seeds needed before a metric's tolerance is calibrated from their spread.
+CALIBRATE_MIN_SEEDS = 3
+#: The calibrated tolerance is this many standard deviations over seeds ...
+CALIBRATE_K = 3.0
+#: ... and at least this fraction of the declared tolerance.
+CALIBRATE_FLOOR = 0.1
+
+
 @dataclass(frozen=True)
 class MetricSummary:
-    """A metric over seeds: median, IQR (p75 - p25) and the number of seeds with a value."""
+    """A metric over seeds: median, IQR (p75 - p25), the number of seeds with a value, and their
+    sample standard deviation (``None`` below two seeds)."""
 
     median: float
     iqr: float
     n: int
+    std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,15 @@ class BaselineEntry:
             return summary.median, 0.0, f"seed {at[0]}" if at else "median of 1 seed"
         return summary.median, summary.iqr, f"median of {summary.n} seeds"
 
+    def tolerance(self, metric: str, declared: float) -> tuple[float, str]:
+        """The tolerance to gate ``metric`` with and how it was set: calibrated from the seeds'
+        spread (see the module docstring), or ``declared`` as given."""
+        summary = self.metrics.get(metric)
+        if summary is None or summary.std is None or summary.n < CALIBRATE_MIN_SEEDS:
+            return declared, "declared"
+        calibrated = min(declared, max(CALIBRATE_K * summary.std, CALIBRATE_FLOOR * declared))
+        return calibrated, f"{CALIBRATE_K:g} std over {summary.n} seeds"
+
     @property
     def description(self) -> str:
         """What a run of an unknown seed is held against."""
@@ -152,8 +180,10 @@ class BaselineEntry:
         for metric in rules:
             values = [s.values[metric] for s in pool if s.values.get(metric) is not None]
             if values:
-                q25, q50, q75 = np.percentile(np.array(values, dtype=float), [25, 50, 75])
-                metrics[metric] = MetricSummary(_round(q50), _round(q75 - q25), len(values))
+                array = np.array(values, dtype=float)
+                q25, q50, q75 = np.percentile(array, [25, 50, 75])
+                std = _round(float(array.std(ddof=1))) if len(values) > 1 else None
+                metrics[metric] = MetricSummary(_round(q50), _round(q75 - q25), len(values), std)
         first = runs[0]
         arm = family_fields(first.arm)
         return cls(first.family_hash, first.family_id, first.arm_name, seeds, metrics, arm)
@@ -162,7 +192,11 @@ class BaselineEntry:
         metrics: dict[str, Any] = {}
         for name in sorted(self.metrics):
             s = self.metrics[name]
-            metrics[name] = s.median if s.n == 1 else {"iqr": s.iqr, "median": s.median, "n": s.n}
+            metrics[name] = (
+                s.median
+                if s.n == 1
+                else {"iqr": s.iqr, "median": s.median, "n": s.n, "std": s.std}
+            )
         seeds = {
             str(seed): {
                 "arm_hash": r.arm_hash,
@@ -217,7 +251,11 @@ class Baseline:
 def baseline_path(root: str | os.PathLike, stage: str, scale: str) -> Path:
     """``root`` itself when it names a ``.json`` file, else ``root/<scale>/<stage>.json``."""
     root = Path(root)
-    return root if root.suffix == ".json" else root / scale / f"{stage}.json"
+    if root.suffix == ".json":
+        return root
+    check_path_name("stage", stage)
+    check_path_name("scale", scale)
+    return root / scale / f"{stage}.json"
 
 
 def baseline_from_runs(
@@ -333,11 +371,14 @@ def _values(d: Any, where: str) -> dict[str, float | None]:
 def _summary(v: Any, where: str) -> MetricSummary:
     if isinstance(v, dict):
         median, iqr, n = as_number(v.get("median")), as_number(v.get("iqr")), v.get("n")
-        if median is None or iqr is None or iqr < 0 or not isinstance(n, int) or n < 1:
+        std = as_number(v.get("std")) if v.get("std") is not None else None
+        bad_std = v.get("std") is not None and (std is None or std < 0)
+        if median is None or iqr is None or iqr < 0 or not isinstance(n, int) or n < 1 or bad_std:
             raise BaselineError(
-                f"{where}: got {_kind(v)}; expected {{median, iqr >= 0, n >= 1}} or a number"
+                f"{where}: got {_kind(v)}; expected {{median, iqr >= 0, n >= 1, std >= 0}} "
+                "or a number"
             )
-        return MetricSummary(median, iqr, n)
+        return MetricSummary(median, iqr, n, std)
     number = as_number(v)
     if number is None or isinstance(v, str):
         raise BaselineError(f"{where}: got {_kind(v)}; expected a number or {{median, iqr, n}}")

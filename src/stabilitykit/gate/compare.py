@@ -31,7 +31,17 @@ from stabilitykit.judge.verdict import SEVERITY, VerdictKind
 OK, WORSE, BETTER = "ok", "worse", "better"
 NO_VALUE = "no value"  # the baseline has the metric, the run has none (or NaN): fails
 NOT_IN_BASELINE = "not in baseline"  # a metric gated now that the baseline lacks: shown only
-_STYLE = {WORSE: "bold red", NO_VALUE: "bold red", BETTER: "green", OK: "", NOT_IN_BASELINE: "dim"}
+# a seed the baseline never ran, against fewer seeds than calibrate a spread: shown only (one
+# seed's value says nothing about another seed's)
+OTHER_SEED = "other seed"
+_STYLE = {
+    WORSE: "bold red",
+    NO_VALUE: "bold red",
+    BETTER: "green",
+    OK: "",
+    NOT_IN_BASELINE: "dim",
+    OTHER_SEED: "dim",
+}
 
 
 class GateStatus(StrEnum):
@@ -56,6 +66,7 @@ class Check:
     status: str
     reference: str = ""
     spread: float = 0.0  # the baseline's IQR over seeds, added to the tolerance
+    tolerance: str = ""  # the tolerance used and how it was set (declared or calibrated)
 
     @property
     def worse(self) -> bool:
@@ -183,16 +194,22 @@ def _metric_checks(run: ArmRun, entry: BaselineEntry, rules: Rules) -> list[Chec
                 checks.append(Check(name, None, now, None, rule.describe(), NOT_IN_BASELINE))
             continue
         value, spread, label = ref
-        limit = rule.limit(value, spread)
-        if now is None:
+        tolerance, how = entry.tolerance(name, rule.tolerance(value))
+        margin = tolerance + spread
+        limit = value + margin if rule.direction == "lower" else value - margin
+        known = run.seed is not None and run.seed in entry.seeds
+        if not known and (entry.metrics.get(name) is None or entry.metrics[name].n < 3):
+            status = OTHER_SEED
+        elif now is None:
             status = NO_VALUE
         elif rule.is_worse(now, limit):
             status = WORSE
-        elif rule.is_better(now, value, spread):
+        elif (now < value - margin) if rule.direction == "lower" else (now > value + margin):
             status = BETTER
         else:
             status = OK
-        checks.append(Check(name, value, now, limit, rule.describe(), status, label, spread))
+        note = f"{tolerance:.3g} ({how})"
+        checks.append(Check(name, value, now, limit, rule.describe(), status, label, spread, note))
     return checks
 
 

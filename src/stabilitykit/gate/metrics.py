@@ -19,6 +19,7 @@ block under the same key), with the rules of its workload in ``ArmRun.rules``.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import re
@@ -27,7 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stabilitykit.record.run_record import RunRecord, read_record
+from stabilitykit.record.run_record import (
+    RunRecord,
+    parse_created,
+    read_record,
+    time_of_name,
+)
 
 Direction = Literal["lower", "higher"]
 DIRECTIONS: tuple[str, ...] = ("lower", "higher")
@@ -412,6 +418,8 @@ class ArmRun:
     arm: Mapping[str, Any] = field(default_factory=dict)  # the arm's fields, where recorded
     # The gate's rules for this run: its workload's declared metrics plus the engine's.
     rules: Rules = field(default_factory=lambda: DEFAULT_RULES, repr=False)
+    # When the run began (UTC), where known: its record's ``created`` (see newest_per_arm).
+    created: dt.datetime | None = None
 
     @property
     def family_id(self) -> str:
@@ -503,6 +511,7 @@ def _from_record(record: RunRecord) -> ArmRun:
         source=str(record.path),
         arm=arm,
         rules=rules,
+        created=record.created,
     )
 
 
@@ -535,6 +544,7 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         source=str(row.get("run", "")),
         arm=row["arm"] if isinstance(row.get("arm"), dict) else {},
         rules=rules,
+        created=parse_created(row.get("created")),
     )
 
 
@@ -560,13 +570,22 @@ def arm_changes(
     return out
 
 
+_NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def run_time(run: ArmRun) -> dt.datetime:
+    """When ``run`` began: its recorded ``created``, else the time in its run folder's name
+    (``<arm id>-<UTC time>-<random>``), else the earliest time."""
+    return run.created or time_of_name(Path(run.source).name) or _NO_TIME
+
+
 def newest_per_arm(runs: Iterable[ArmRun]) -> list[ArmRun]:
-    """One run per ``arm_hash``: the complete one with the greatest source name (run folders are
-    named by start time), else the newest half-written one; sorted by arm id."""
+    """One run per ``arm_hash``: the complete one that began last (:func:`run_time`; the
+    source name breaks a tie), else the newest half-written one; sorted by arm id."""
     best: dict[str, ArmRun] = {}
     for run in runs:
         old = best.get(run.arm_hash)
-        key = (run.complete, Path(run.source).name)
-        if old is None or key > (old.complete, Path(old.source).name):
+        key = (run.complete, run_time(run), Path(run.source).name)
+        if old is None or key > (old.complete, run_time(old), Path(old.source).name):
             best[run.arm_hash] = run
     return sorted(best.values(), key=lambda r: (r.arm_id, r.arm_hash))

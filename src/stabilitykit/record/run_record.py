@@ -2,13 +2,18 @@
 
 Layout of a run folder::
 
-    config.json     the resolved arm, effective seeds, versions, device, code fingerprint, data hash
+    config.json     the resolved arm, effective seeds, versions, device, code fingerprint, data
+                    hash, and ``created`` (ISO-8601 UTC, microseconds): when the run began
     steps.jsonl     one line per logged step, streamed (a killed run keeps its steps)
     history.json    one row per epoch (epoch 0 = before training)
     metrics.json    named evaluation metrics
     stats.json      summary numbers and the verdict; written last (absent = the run never finished)
     model.pt        a state dict, read back with ``weights_only=True``
     reconstruction.npz  stitched prediction and ground truth of test image 0 (for plots)
+
+A run folder is complete-or-nothing: it is made as ``runs/.<name>-<time>-<rand>.partial`` and
+renamed into place once ``config.json`` is written. Readers name the folders they leave out: an
+unfinished one (no ``config.json``), a symlink (never followed), a file of the wrong shape.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
+from stabilitykit.names import check_path_name
 from stabilitykit.record.schema import (
     CONFIG,
     HISTORY,
@@ -39,33 +46,89 @@ from stabilitykit.record.schema import (
 )
 
 RECONSTRUCTION = "reconstruction.npz"
+RUNS = "runs"
+PARTIAL = ".partial"  # suffix of a run folder not yet in place (hidden: ``.<name>.partial``)
+_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_NAME_TIME = re.compile(r"-(\d{8}T\d{12}Z)-[0-9a-f]+(?:\.partial)?$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+UNFINISHED = f"an unfinished run folder (the run was killed before its {CONFIG} was in place)"
 
 
 def new_run_dir(root: str | os.PathLike, run_name: str) -> Path:
-    """Create a fresh, uniquely named folder ``root/runs/<run_name>-<UTC time>-<random>``.
+    """Create a fresh folder for a run of ``run_name`` under ``root/runs``, still under its
+    temporary name ``.<run_name>-<UTC time>-<random>.partial``: :meth:`RunWriter.write_config`
+    renames it to ``<run_name>-<UTC time>-<random>`` once ``config.json`` is in it.
 
     ``run_name`` must be a plain name: a value that would leave ``root`` is rejected.
     """
-    runs = Path(root).resolve() / "runs"
-    if not run_name or os.sep in run_name or run_name in {".", ".."} or "/" in run_name:
+    runs = Path(root).resolve() / RUNS
+    if (
+        not isinstance(run_name, str)
+        or not run_name
+        or run_name.startswith(".")
+        or os.sep in run_name
+        or "/" in run_name
+        or "\0" in run_name
+    ):
         raise ValueError(f"run name {run_name!r} is not a plain folder name")
-    stamp_ = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = (runs / f"{run_name}-{stamp_}-{secrets.token_hex(3)}").resolve()
-    if runs not in path.parents:
+    stamp_ = dt.datetime.now(dt.UTC).strftime(_TIME_FORMAT)
+    path = (runs / f".{run_name}-{stamp_}-{secrets.token_hex(3)}{PARTIAL}").resolve()
+    if path.parent != runs:
         raise ValueError(f"run name {run_name!r} escapes {runs}")
     path.mkdir(parents=True, exist_ok=False)
     return path
 
 
+def is_partial(path: Path) -> bool:
+    """Whether ``path`` is a run folder not yet renamed into place."""
+    return path.name.startswith(".") and path.name.endswith(PARTIAL)
+
+
+def time_of_name(name: str) -> dt.datetime | None:
+    """The UTC time in a run folder's name (``<arm id>-<time>-<random>``), else ``None``."""
+    match = _NAME_TIME.search(name)
+    if match is None:
+        return None
+    try:
+        return dt.datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def parse_created(value: Any) -> dt.datetime | None:
+    """A ``created`` value (ISO-8601, UTC when it names no zone) as an aware datetime, else
+    ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        created = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+
+
+def _iso(time: dt.datetime) -> str:
+    return time.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
 class RunWriter:
-    """Writes the files of one run folder; ``steps`` are appended and flushed as they come."""
+    """Writes the files of one run folder; ``steps`` are appended and flushed as they come.
+
+    :meth:`write_config` stamps ``created`` (when the folder was made, ISO-8601 UTC) and moves a
+    folder from :func:`new_run_dir` into place; ``path`` follows it."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.created = time_of_name(self.path.name) or dt.datetime.now(dt.UTC)
         self._steps: IO[str] | None = None
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.path / CONFIG, stamp(config))
+        payload = {**config, "created": config.get("created") or _iso(self.created)}
+        write_json(self.path / CONFIG, stamp(payload))
+        if is_partial(self.path):
+            final = self.path.with_name(self.path.name[1 : -len(PARTIAL)])
+            os.rename(self.path, final)
+            self.path = final
 
     def append_steps(self, rows: list[dict[str, Any]]) -> None:
         if self._steps is None:
@@ -104,7 +167,8 @@ class RunWriter:
 @dataclass(frozen=True)
 class RunRecord:
     """A run folder read back. ``complete`` is False when ``stats.json`` is missing (the run was
-    killed); the verdict is then ``interrupted`` with that as evidence."""
+    killed); the verdict is then ``interrupted`` with that as evidence. ``earlier_session``:
+    reported beside a session's runs, but run in an earlier session (set by the caller)."""
 
     path: Path
     config: dict[str, Any]
@@ -115,10 +179,17 @@ class RunRecord:
     verdict: Verdict
     complete: bool
     notes: tuple[str, ...] = field(default=())
+    earlier_session: bool = False
 
     @property
     def arm(self) -> dict[str, Any]:
-        return self.config.get("arm", {})
+        return self.config.get("arm") or {}
+
+    @property
+    def created(self) -> dt.datetime:
+        """When the run began (UTC): ``config.json``'s ``created``; for an older record the time
+        in the folder's name, else the modification time of its ``config.json``."""
+        return created_of(self.config, self.path)
 
     def load_state_dict(self) -> dict[str, Any]:
         import torch
@@ -133,19 +204,35 @@ class RunRecord:
             return z["prediction"], z["ground_truth"]
 
 
+def created_of(config: dict[str, Any], path: Path) -> dt.datetime:
+    """See :attr:`RunRecord.created`."""
+    created = parse_created(config.get("created")) or time_of_name(path.name)
+    if created is not None:
+        return created
+    for candidate in (path / CONFIG, path):
+        try:
+            return dt.datetime.fromtimestamp(candidate.stat().st_mtime, dt.UTC)
+        except OSError:
+            continue
+    return _EPOCH
+
+
 def read_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a ``steps.jsonl``; a half-written last line is dropped with a note."""
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     if not path.exists():
         return rows, notes
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1:
                 notes.append(f"{path}: dropped a half-written last line")
                 continue
@@ -153,39 +240,162 @@ def read_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if i == 0:
             check_stamp(row, path)
             continue
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}: line {i + 1}: got {_kind(row)}; expected an object")
         rows.append(row)
     return rows, notes
 
 
 def read_record(path: str | os.PathLike) -> RunRecord:
-    """Read and validate one run folder (raises :class:`RecordError` naming the bad file)."""
+    """Read and validate one run folder: :class:`RecordError` naming the bad file and field
+    when a file is missing, foreign, newer, corrupt or of the wrong shape."""
     path = Path(path)
     if not (path / CONFIG).exists():
+        if path.is_dir() and (is_partial(path) or path.parent.name == RUNS):
+            raise RecordError(f"{path}: {UNFINISHED}")
         raise RecordError(f"{path}: not a run folder (no {CONFIG})")
     config = read_json(path / CONFIG)
+    check_config(config, path / CONFIG)
     steps, notes = read_steps(path / STEPS)
-    history = read_json(path / HISTORY)["epochs"] if (path / HISTORY).exists() else []
-    metrics = read_json(path / METRICS)["metrics"] if (path / METRICS).exists() else {}
+    history = _part(path / HISTORY, "epochs", list, [])
+    for i, row in enumerate(history):
+        if not isinstance(row, dict):
+            where = f"{path / HISTORY}: epochs[{i}]"
+            raise RecordError(f"{where}: got {_kind(row)}; expected an object")
+    metrics = _part(path / METRICS, "metrics", dict, {})
     if (path / STATS).exists():
         stats_file = read_json(path / STATS)
-        stats, verdict = stats_file["stats"], Verdict.from_dict(stats_file["verdict"])
+        stats = _field(stats_file, "stats", dict, path / STATS)
+        verdict = verdict_of(_field(stats_file, "verdict", dict, path / STATS), path / STATS)
         complete = True
     else:
         stats, complete = {}, False
-        last = steps[-1]["step"] if steps else None
+        last = steps[-1].get("step") if steps else None
         verdict = Verdict(
             VerdictKind.INTERRUPTED,
             (
                 Evidence(
                     "record",
                     f"the run ended without writing {STATS} (killed?); {len(steps)} steps logged",
-                    step=last,
+                    step=last if isinstance(last, int) and not isinstance(last, bool) else None,
                 ),
             ),
         )
     return RunRecord(path, config, steps, history, metrics, stats, verdict, complete, tuple(notes))
 
 
+def _kind(x: Any) -> str:
+    return "null" if x is None else f"{type(x).__name__} {x!r}"[:80]
+
+
+def _field(d: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    if not isinstance(d.get(key), kind):
+        expected = "an object" if kind is dict else f"a {kind.__name__}"
+        raise RecordError(f"{path}: {key}: got {_kind(d.get(key))}; expected {expected}")
+    return d[key]
+
+
+def _part(path: Path, key: str, kind: type, default: Any) -> Any:
+    return _field(read_json(path), key, kind, path) if path.exists() else default
+
+
+_TEXT_FIELDS = ("arm_id", "arm_hash", "family_hash", "data_hash", "created")
+_OBJECT_FIELDS = ("arm", "tags", "seeds")
+
+
+def check_config(config: dict[str, Any], path: Path) -> None:
+    """Raise :class:`RecordError` naming the field when ``config`` has a field of the wrong
+    shape, or a stage or scale that is not an allowed name (they become parts of paths)."""
+    for key in _OBJECT_FIELDS:
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise RecordError(f"{path}: {key}: got {_kind(config[key])}; expected an object")
+    for key in _TEXT_FIELDS:
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise RecordError(f"{path}: {key}: got {_kind(config[key])}; expected a string")
+    if config.get("created") is not None and parse_created(config["created"]) is None:
+        raise RecordError(f"{path}: created: got {config['created']!r}; expected ISO-8601 time")
+    arm = config.get("arm") or {}
+    tags = config.get("tags") or {}
+    checks = (
+        ("arm.name", arm.get("name"), None),
+        ("tags.session", tags.get("session"), None),
+        ("tags.stage", tags.get("stage"), "stage"),
+        ("scale", config.get("scale"), "scale"),
+        ("arm.scale", arm.get("scale"), "scale"),
+    )
+    for where, value, kind in checks:
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise RecordError(f"{path}: {where}: got {_kind(value)}; expected a string")
+        if kind is not None:
+            try:
+                check_path_name(kind, value, where)
+            except ValueError as exc:
+                raise RecordError(f"{path}: {exc}") from None
+
+
+def verdict_of(d: dict[str, Any], path: Path) -> Verdict:
+    """The verdict of a ``stats.json``; :class:`RecordError` naming what is wrong."""
+    try:
+        kind = VerdictKind(d.get("kind"))
+    except ValueError:
+        allowed = [k.value for k in VerdictKind]
+        raise RecordError(
+            f"{path}: verdict.kind: got {_kind(d.get('kind'))}; allowed: one of {allowed}"
+        ) from None
+    entries = d.get("evidence", [])
+    if not isinstance(entries, list):
+        raise RecordError(f"{path}: verdict.evidence: got {_kind(entries)}; expected a list")
+    evidence = []
+    for i, e in enumerate(entries):
+        where = f"{path}: verdict.evidence[{i}]"
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in _TEXT_EVIDENCE):
+            expected = "an object with a criterion and a message (strings)"
+            raise RecordError(f"{where}: got {_kind(e)}; expected {expected}")
+        for key in ("value", "limit", "step", "epoch"):
+            value = e.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise RecordError(f"{where}.{key}: got {_kind(value)}; expected a number or null")
+        unknown = set(e) - {*_TEXT_EVIDENCE, "value", "limit", "step", "epoch"}
+        if unknown:
+            raise RecordError(f"{where}: unknown field(s) {sorted(unknown)}")
+        evidence.append(Evidence.from_dict(e))
+    return Verdict(kind, tuple(evidence))
+
+
+_TEXT_EVIDENCE = ("criterion", "message")
+
+
+def scan_runs(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
+    """Run folders (holding a ``config.json``) under ``root``, sorted by path, and notes naming
+    what was left out: an unfinished run folder (a folder in ``runs/`` without ``config.json``,
+    e.g. killed before it was written) and symlinks (never followed)."""
+    runs: list[Path] = []
+    notes: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        if here.name == RUNS:
+            notes += [
+                f"left out {here / d}: a symlink (not followed)"
+                for d in sorted(dirnames)
+                if (here / d).is_symlink()
+            ]
+        if is_partial(here):
+            notes.append(f"left out {here}: {UNFINISHED}")
+        elif CONFIG in filenames:
+            if (here / CONFIG).is_symlink():
+                notes.append(f"left out {here}: its {CONFIG} is a symlink (not followed)")
+            else:
+                runs.append(here)
+        elif here.parent.name == RUNS and here != Path(root):
+            notes.append(f"left out {here}: {UNFINISHED}")
+    return sorted(runs), sorted(notes)
+
+
 def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Run folders (holding a ``config.json``) under ``root``, sorted by path."""
-    return sorted(p.parent for p in Path(root).rglob(CONFIG))
+    """Run folders (holding a ``config.json``) under ``root``, sorted by path (symlinks are not
+    followed; :func:`scan_runs` also says what was left out)."""
+    return scan_runs(root)[0]

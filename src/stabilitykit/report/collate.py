@@ -10,6 +10,11 @@ The engine's numbers (:data:`METRIC_COLUMNS`) come from ``stats.json``; the work
 (:class:`~stabilitykit.gate.metrics.WorkloadDecl`: labels, directions, floors), so a stage of any
 workload, or of several, gets its columns from :func:`stage_columns`. A record written before
 workloads declared their metrics has ``workload`` ``None``: its metrics are shown, undeclared.
+
+A row also carries the record's ``arm`` dict (as run) and its ``scale_changes`` (``{field: [as
+written, as run]}``, ``None`` for a record written before configs carried them), so a summary
+can say what tells its arms apart (:func:`differing_fields`), what the scale changed
+(:func:`scale_changes_of`) and whether best val losses may be compared (:func:`loss_basis`).
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "status",
     "workload",
     "reference",
+    "arm",
+    "scale_changes",
 )
 _NOT_METRIC = frozenset((*ROW_FIELDS, *DETAIL_COLUMNS, *ARM_COLUMNS))
 
@@ -104,10 +111,14 @@ class Column:
 
 
 LOSS_COLUMN = Column("best val loss", "best_val_loss", direction="lower")
+#: The global grad norm before clipping (median, p99, max over the logged steps) and after it
+#: (median, max): what the optimiser was given.
 GRAD_COLUMNS: tuple[Column, ...] = (
-    Column("grad norm median", "grad_norm_preclip_median"),
+    Column("pre-clip grad norm median", "grad_norm_preclip_median"),
     Column("p99", "grad_norm_preclip_p99", direction="lower"),
     Column("max", "grad_norm_preclip_max"),
+    Column("post-clip median", "grad_norm_postclip_median"),
+    Column("post-clip max", "grad_norm_postclip_max"),
 )
 #: The engine's columns of every stage table (the workload's declared metrics go between).
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
@@ -189,6 +200,8 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         "complete": record.complete,
         "status": stats.get("status"),
         "workload": decl.to_json(),
+        "arm": dict(arm),
+        "scale_changes": _scale_changes(config.get("scale_changes")),
     }
     for key in (*METRIC_COLUMNS, *DETAIL_COLUMNS):
         row[key] = finite(stats.get(key))
@@ -206,6 +219,16 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         if key not in _NOT_METRIC:
             row.setdefault(key, None)  # declared, not logged (a half-written run)
     return row
+
+
+def _scale_changes(value: Any) -> dict[str, list[Any]] | None:
+    """``config["scale_changes"]`` as ``{field: [as written, as run]}`` (malformed entries left
+    out); ``None`` when the config has none (a record written before they were recorded)."""
+    if not isinstance(value, Mapping):
+        return None
+    return {
+        str(k): list(v) for k, v in value.items() if isinstance(v, (list, tuple)) and len(v) == 2
+    }
 
 
 def row_workload(row: Mapping[str, Any]) -> WorkloadDecl:
@@ -414,3 +437,206 @@ def representative(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> dict[str,
     if any(r["verdict"] == VerdictKind.STABLE.value for r in members):
         return dict(arm.median)
     return medians(members, list(arm.median) or None)[0]
+
+
+# --- what tells arms apart ---------------------------------------------------------------------
+
+#: Arm fields that are not part of a recipe: the name (the row's label), the seed (its own
+#: column), the scale (shown with what it changed) and the workload's code fingerprint.
+NOT_RECIPE = frozenset({"name", "seed", "scale", "workload_code"})
+#: Recipe fields in reading order (what it trains on, the model, the optimiser, the loss and
+#: clipping, the length); other fields follow, sorted, the data spec's (``data.N``) last.
+RECIPE_ORDER: tuple[str, ...] = (
+    "workload",
+    "architecture",
+    "fno_blocks",
+    "width",
+    "modes",
+    "min_resolution",
+    "max_channels",
+    "layerscale_init",
+    "optimizer",
+    "lr",
+    "betas",
+    "weight_decay",
+    "scheduler",
+    "warmup_epochs",
+    "lr_step_epochs",
+    "lr_gamma",
+    "loss",
+    "clip",
+    "clip_value",
+    "epochs",
+    "batch_size",
+    "grad_norm_every",
+    "device",
+)
+#: Fields shown together: when one differs between arms, the other is shown beside it.
+PAIRED: dict[str, str] = {"clip": "clip_value", "clip_value": "clip"}
+#: The fields of the one-line common recipe (shown when equal for every arm).
+KEY_FIELDS: tuple[str, ...] = (
+    "workload",
+    "architecture",
+    "fno_blocks",
+    "width",
+    "optimizer",
+    "lr",
+    "scheduler",
+    "loss",
+    "clip",
+    "clip_value",
+    "epochs",
+    "batch_size",
+)
+
+
+def recipe(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's arm fields as run, flat (the data spec as ``data.N``), without
+    :data:`NOT_RECIPE`; ``workload`` from the row's workload block when the arm dict lacks it.
+    An older record without an arm dict gives what it has (possibly nothing)."""
+    arm = row.get("arm") if isinstance(row.get("arm"), Mapping) else {}
+    out: dict[str, Any] = {}
+    for key, value in arm.items():
+        if key in NOT_RECIPE:
+            continue
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    if out.get("workload") is None and row_workload(row).name:
+        out["workload"] = row_workload(row).name
+    return out
+
+
+def _order(key: str) -> tuple[int, int, str]:
+    if key in RECIPE_ORDER:
+        return 0, RECIPE_ORDER.index(key), key
+    return (2 if "." in key else 1), 0, key
+
+
+_MISSING = object()
+
+
+def differing_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The recipe fields (:func:`recipe`) whose value is not the same for every row (a field
+    one row lacks and another has differs), with its :data:`PAIRED` field, in
+    :data:`RECIPE_ORDER`. Pass one row per arm: seeds of one arm share their recipe."""
+    recipes = [recipe(r) for r in rows]
+    keys = {k for r in recipes for k in r}
+    differ = {k for k in keys if len({_hashable(r.get(k, _MISSING)) for r in recipes}) > 1}
+    differ |= {PAIRED[k] for k in differ if k in PAIRED and PAIRED[k] in keys}
+    return sorted(differ, key=_order)
+
+
+def common_fields(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The :data:`KEY_FIELDS` every row has with one value (``clip_value`` left out when the
+    clip is ``none``)."""
+    recipes = [recipe(r) for r in rows]
+    if not recipes:
+        return {}
+    out = {}
+    for key in KEY_FIELDS:
+        values = {_hashable(r.get(key, _MISSING)) for r in recipes}
+        if len(values) == 1 and key in recipes[0]:
+            out[key] = recipes[0][key]
+    if out.get("clip") == "none":
+        out.pop("clip_value", None)
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def field_value(value: Any) -> str:
+    """A recipe value for a table: numbers by ``%g``, ``None`` as ``default`` (the
+    architecture's or workload's), lists as ``(a, b)``, ``–`` for a field the arm lacks."""
+    if value is _MISSING:
+        return "–"
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(field_value(v) for v in value) + ")"
+    return str(value)
+
+
+def recipe_cells(row: Mapping[str, Any], fields: Sequence[str]) -> list[str]:
+    """``row``'s values of ``fields`` as text (:func:`field_value`; no ``clip_value`` without a
+    clip)."""
+    own = recipe(row)
+    return [
+        "–"
+        if k == "clip_value" and own.get("clip") == "none"
+        else field_value(own.get(k, _MISSING))
+        for k in fields
+    ]
+
+
+def recipe_summary(row: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """``fno_blocks 8, clip agc 0.01``: ``row``'s values of ``fields`` (``clip`` and
+    ``clip_value`` as one: ``clip norm 1``, ``clip none``)."""
+    values = dict(zip(fields, recipe_cells(row, fields), strict=True))
+    parts = []
+    for key, value in values.items():
+        if key == "clip_value" and "clip" in values:
+            continue
+        if key == "clip" and "clip_value" in values and value != "none":
+            value = f"{value} {values['clip_value']}"
+        parts.append(f"{key} {value}")
+    return ", ".join(parts)
+
+
+# --- scales ------------------------------------------------------------------------------------
+
+
+def scale_changes_of(row: Mapping[str, Any]) -> dict[str, list[Any]] | None:
+    """``{field: [as written, as run]}``: what the row's ``--sk-scale`` changed; ``{}`` when
+    nothing, ``None`` when the record does not say (written before it was recorded)."""
+    changes = row.get("scale_changes")
+    return dict(changes) if isinstance(changes, Mapping) else None
+
+
+def scale_text(changes: Mapping[str, Sequence[Any]]) -> str:
+    """``epochs 50 → 25, data.N 64 → 32`` (as written → as run)."""
+    return ", ".join(
+        f"`{k}` {field_value(v[0])} → {field_value(v[1])}"
+        for k, v in sorted(changes.items(), key=lambda kv: _order(kv[0]))
+    )
+
+
+# --- which best val losses compare ---------------------------------------------------------------
+
+
+def loss_basis(row: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(workload, loss)``: what a row's val loss measures. Two rows' best val losses compare
+    only when their bases are equal (a ``None`` loss: not recorded, so not comparable with a
+    recorded one)."""
+    own = recipe(row)
+    workload = own.get("workload")
+    loss = own.get("loss")
+    return (
+        str(workload) if workload is not None else None,
+        str(loss) if loss is not None else None,
+    )
+
+
+def basis_text(basis: tuple[str | None, str | None]) -> str:
+    """``gridlines/mae``; ``?`` for what is not recorded."""
+    return f"{basis[0] or '?'}/{basis[1] or '?'}"
+
+
+def loss_groups(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str | None, str | None], list]:
+    """The rows by :func:`loss_basis`, in order of first appearance; one group: their best val
+    losses compare."""
+    groups: dict[tuple[str | None, str | None], list] = {}
+    for row in rows:
+        groups.setdefault(loss_basis(row), []).append(row)
+    return groups

@@ -1,4 +1,5 @@
-"""The narrative of a stage summary, chosen by rules over the numbers of its runs (docs/gridlines.md §6).
+"""The narrative of a stage summary, chosen by rules over the numbers of its runs
+(docs/gridlines.md §6).
 
 The rules, applied to the stage's own runs (reference rows are only compared):
 
@@ -10,6 +11,16 @@ The rules, applied to the stage's own runs (reference rows are only compared):
 - error -> fix it first; stagnated -> more epochs or a larger scale; interrupted -> rerun;
 - every run stable -> sweep seeds (``--sk-seeds 5``) while an arm has fewer than 5, else more
   depth; the Wilson bound on 0 failures says what the seeds rule out.
+
+A recommendation never asks to change a field that the run's ``--sk-scale`` set (its
+``scale_changes``): an edit to the arm would be overridden by the scale, so it says to run as
+written (``--sk-scale none``) or at ``--sk-scale full`` instead, naming the field.
+
+Arms are told apart by the recipe fields that differ between them
+(:func:`~stabilitykit.report.collate.differing_fields`). Arms are ranked (:func:`ranking`) by
+the workload's primary metric, and by best val loss only when every arm's val loss measures the
+same thing (one workload, one loss: :func:`~stabilitykit.report.collate.loss_basis`); a
+comparison with a reference of another loss or workload gives the two numbers, no judgement.
 
 Every sentence quotes the records' numbers: verdict evidence, grad norms, losses and the
 workload's metrics as its ``workload`` block declares them (label, direction, the trivial
@@ -28,9 +39,15 @@ from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.report.collate import (
     ArmSummary,
     arm_rows,
+    basis_text,
+    differing_fields,
     key_metrics,
+    loss_basis,
+    loss_groups,
+    recipe_summary,
     representative,
     row_workload,
+    scale_changes_of,
     wilson_interval,
 )
 
@@ -134,6 +151,7 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
             ("pre-clip grad norm max {}", r.get("grad_norm_preclip_max")),
             ("at step {}", r.get("grad_norm_preclip_max_step")),
             ("median {}", r.get("grad_norm_preclip_median")),
+            ("post-clip max {}", r.get("grad_norm_postclip_max")),
         ]
     elif kind == "collapsed":
         std = row_workload(r).collapse_std
@@ -165,11 +183,28 @@ def _kind_numbers(kind: str, row: Mapping[str, Any]) -> str:
     )
 
 
+def first_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each arm in ``rows`` (arms by name and family hash), in order."""
+    seen: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault((r["arm_name"], r.get("family_hash")), r)
+    return list(seen.values())
+
+
+def arm_recipe(row: Mapping[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """What tells ``row``'s arm apart from the other arms of ``rows`` (the fields that differ:
+    ``lr 0.01, clip none, clip_value default``); with nothing to tell apart (one arm, or arms
+    alike but for the name) its :func:`recipe_text`."""
+    fields = differing_fields(first_rows(rows))
+    return recipe_summary(row, fields) if fields else recipe_text(row)
+
+
 def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
-    """One sentence on ``arm``: its recipe, each failure kind with its seeds, evidence and
-    numbers, the stable seeds' medians, and the failure rate when it has several seeds."""
+    """One sentence on ``arm``: what tells it apart from the stage's other arms (its recipe
+    when it is alone), each failure kind with its seeds, evidence and numbers, the stable seeds'
+    medians, and the failure rate when it has several seeds."""
     members = arm_rows(arm, rows)
-    head = f"`{arm.arm_name}` ({recipe_text(members[0])})"
+    head = f"`{arm.arm_name}` ({arm_recipe(members[0], rows)})"
     total = len(members)
     parts = []
     for kind, count in arm.verdicts.items():
@@ -193,11 +228,19 @@ def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
             f"stable in {stable} of {plural(total, 'run')}{over}: best val loss "
             f"{fmt(m.get('best_val_loss'))}{shown}, pre-clip grad norm median "
             f"{fmt(m.get('grad_norm_preclip_median'))}, p99 {fmt(m.get('grad_norm_preclip_p99'))}"
-            f", max {fmt(m.get('grad_norm_preclip_max'))}"
+            f", max {fmt(m.get('grad_norm_preclip_max'))}" + _postclip(m)
         )
     if arm.n > 1:
         parts.append(f"failure rate {fmt_rate(arm)}")
     return f"{head}: " + "; ".join(parts) + "."
+
+
+def _postclip(values: Mapping[str, Any]) -> str:
+    """``; post-clip median 1, max 1``, or nothing when the run logged no post-clip norm."""
+    median, peak = values.get("grad_norm_postclip_median"), values.get("grad_norm_postclip_max")
+    if median is None and peak is None:
+        return ""
+    return f"; post-clip median {fmt(median)}, max {fmt(peak)}"
 
 
 def _delta(value: Any, ref: Any, relative: bool = False) -> str:
@@ -256,7 +299,13 @@ def comparison(
     decl, ref_decl = row_workload(member), row_workload(ref)
     parts = []
     loss = values.get("best_val_loss"), ref.get("best_val_loss")
-    if any(v is not None for v in loss):
+    basis, ref_basis = loss_basis(member), loss_basis(ref)
+    if any(v is not None for v in loss) and basis != ref_basis:
+        parts.append(
+            f"best val loss {fmt(loss[0])} vs {fmt(loss[1])} (not comparable: "
+            f"{basis_text(basis)} vs {basis_text(ref_basis)})"
+        )
+    elif any(v is not None for v in loss):
         rule = DEFAULT_RULES.get("best_val_loss")
         parts.append(_compared("best val loss", *loss, True, "lower", rule))
     primary = decl.primary
@@ -269,6 +318,9 @@ def comparison(
     grads = values.get("grad_norm_preclip_max"), ref.get("grad_norm_preclip_max")
     if any(v is not None for v in grads):
         parts.append(_compared("pre-clip grad norm max", *grads, True, None))
+    post = values.get("grad_norm_postclip_max"), ref.get("grad_norm_postclip_max")
+    if any(v is not None for v in post):
+        parts.append(_compared("post-clip max", *post, True, None))
     caveats = []
     if ref.get("data_hash") and member.get("data_hash") and ref["data_hash"] != member["data_hash"]:
         caveats.append(f"different data: {member['data_hash']} vs {ref['data_hash']}")
@@ -276,6 +328,8 @@ def comparison(
         caveats.append(f"different scale: {member.get('scale')} vs {ref.get('scale')}")
     if decl.name != ref_decl.name:
         caveats.append(f"different workload: {decl.name or '–'} vs {ref_decl.name or '–'}")
+    elif basis[1] != ref_basis[1]:
+        caveats.append(f"different loss: {basis[1] or '?'} vs {ref_basis[1] or '?'}")
     caveat = f" ({'; '.join(caveats)})" if caveats else ""
     return (
         f"{stage_title(stage)} `{arm.arm_name}` ({arm_verdicts(arm)}) vs "
@@ -322,18 +376,44 @@ def _first(members: Sequence[dict[str, Any]], kinds: Sequence[str]) -> dict[str,
     return next(r for r in members if r["verdict"] in kinds)
 
 
+def _scaled(row: Mapping[str, Any], field: str) -> tuple[Any, Any] | None:
+    """``(as written, as run)`` when the run's scale set ``field``, else ``None``."""
+    pair = (scale_changes_of(row) or {}).get(field)
+    return (pair[0], pair[1]) if pair is not None else None
+
+
+def _as_written(row: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """For the ``fields`` a recommendation changes that the run's scale set: `` The `ci` scale
+    sets `fno_blocks` (4 as written, 2 as run): an edit of the arm is overridden by it, so make
+    the change in the arm and run it as written (`--sk-scale none`) or at `--sk-scale full`.``;
+    empty when the scale set none of them."""
+    scaled = [(f, pair) for f in dict.fromkeys(fields) if (pair := _scaled(row, f)) is not None]
+    if not scaled:
+        return ""
+    scale = row.get("scale") or "?"
+    what = ", ".join(f"`{f}` ({fmt(a)} as written, {fmt(b)} as run)" for f, (a, b) in scaled)
+    full = " or at `--sk-scale full`" if scale != "full" else ""
+    return (
+        f" The `{scale}` scale sets {what}: an edit of the arm is overridden by the scale, so make "
+        f"the change in the arm and run it as written (`--sk-scale none`){full}."
+    )
+
+
 def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
-    options = []
+    options, fields = [], []
     if row.get("clip") not in ("agc", "agc_unit"):
         options.append("AGC (`clip='agc'`, `clip_value=0.01`)")
+        fields += ["clip", "clip_value"]
     if row.get("layerscale_init") is None and row.get("architecture") != "stable_hybrid":
         options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
+        fields += ["architecture", "layerscale_init"]
     if not options and row.get("lr") is not None:
         options.append(f"a lower lr (`lr` {row['lr']:g} → {row['lr'] / 10:g})")
+        fields.append("lr")
     numbers = _kind_numbers(kind, row)
     return (
         f"`{arm.arm_name}` {kind}" + (f" ({numbers})" if numbers else "") + ": add mitigation "
-        "arms beside it: " + " or ".join(options or ["a lower lr"]) + "."
+        "arms beside it: " + " or ".join(options or ["a lower lr"]) + "." + _as_written(row, fields)
     )
 
 
@@ -353,6 +433,7 @@ def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
         + ": the prediction carries no structure; try "
         + " or ".join(options)
         + "."
+        + _as_written(row, ["architecture", "layerscale_init", "lr"])
     )
 
 
@@ -364,17 +445,37 @@ def _after_oom(arm: ArmSummary, row: Mapping[str, Any]) -> str:
     return (
         f"`{arm.arm_name}` ran out of memory{size}: fall back to {depth}{cap}, or run it on a "
         "device with more memory (`--sk-device cuda`)."
+        + _as_written(row, ["fno_blocks", "max_channels"])
     )
 
 
 def _after_stagnation(arm: ArmSummary, row: Mapping[str, Any]) -> str:
+    """More epochs, or a larger scale; when the run's scale set ``epochs``, an edit of the arm's
+    ``epochs`` would be overridden: run it as written (``--sk-scale none``) or at full scale."""
     epochs, scale = row.get("epochs"), row.get("scale")
-    options = [f"more epochs (`epochs` {epochs} → {2 * epochs})" if epochs else "more epochs"]
-    if scale in ("smoke", "ci"):
-        options.append(f"a larger scale (`--sk-scale {'ci' if scale == 'smoke' else 'full'}`)")
+    why = row["verdict_reason"] or _kind_numbers("stagnated", row)
+    scaled = _scaled(row, "epochs")
+    if scaled is None:
+        options = [f"more epochs (`epochs` {epochs} → {2 * epochs})" if epochs else "more epochs"]
+        if scale in ("smoke", "ci"):
+            options.append(f"a larger scale (`--sk-scale {'ci' if scale == 'smoke' else 'full'}`)")
+        return f"`{arm.arm_name}` stagnated ({why}): train it with " + " or ".join(options) + "."
+    written, run = scaled
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scaled)
+    if numbers and written > run:
+        longer = f"run it as written with `--sk-scale none` (`epochs` {fmt(written)})"
+    elif numbers:
+        longer = (
+            f"set `epochs` above {fmt(run)} in the arm (e.g. {fmt(2 * run)}) and run it as "
+            "written with `--sk-scale none`"
+        )
+    else:
+        longer = "set `epochs` in the arm and run it as written with `--sk-scale none`"
+    full = " or at `--sk-scale full`" if scale != "full" else ""
     return (
-        f"`{arm.arm_name}` stagnated ({row['verdict_reason'] or _kind_numbers('stagnated', row)})"
-        ": train it with " + " or ".join(options) + "."
+        f"`{arm.arm_name}` stagnated ({why}) after {fmt(run)} epochs, which the `{scale}` scale "
+        f"set (`epochs` {fmt(written)} as written → {fmt(run)} as run; an edit of the arm's "
+        f"`epochs` is overridden by the scale): {longer}{full}."
     )
 
 
@@ -388,12 +489,85 @@ def _when_all_stable(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]])
     if fewest < SWEEP_SEEDS:
         return f"Every run was stable, but {bound}: sweep seeds next (`--sk-seeds {SWEEP_SEEDS}`)."
     blocks = [(r["fno_blocks"], r["arm_name"]) for r in rows if r.get("fno_blocks") is not None]
+    note = ""
     if blocks:
         depth, name = max(blocks)
         deeper = f"`{name}` at `fno_blocks` {depth} → {2 * depth}"
+        note = _as_written(next(r for r in rows if r["arm_name"] == name), ["fno_blocks"])
     else:
         deeper = "a deeper variant of the deepest arm"
-    return f"Every run was stable and {bound}: go deeper next, e.g. {deeper}, same seeds."
+    return f"Every run was stable and {bound}: go deeper next, e.g. {deeper}, same seeds.{note}"
+
+
+def _ranked(values: Sequence[tuple[ArmSummary, float]], rule: MetricRule | None) -> str:
+    """``a 0.93, then b 0.925 = c 0.925``, best first (ties joined by ``=``); with the gate's
+    rule, a note when every arm is within its tolerance of the best (not told apart)."""
+    parts: list[str] = []
+    for i, (arm, value) in enumerate(values):
+        sep = "" if i == 0 else (" = " if value == values[i - 1][1] else ", then ")
+        parts.append(f"{sep}`{arm.arm_name}` {fmt(value)}")
+    text = "".join(parts)
+    best, worst = values[0][1], values[-1][1]
+    if rule is not None and best != worst and not rule.is_worse(worst, rule.limit(best)):
+        text += " (all within the gate's tolerance of the best: not told apart)"
+    return text
+
+
+def ranking(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """How the stage's arms (two or more) rank over their stable runs, best first: by each
+    workload's primary metric among that workload's arms, then by best val loss only when
+    every ranked arm's val loss measures the same thing (one workload and one loss); else a
+    sentence saying why it is not ranked. Arms without a stable run are named, not ranked."""
+    if len(arms) < 2:
+        return []
+    ranked = [a for a in arms if a.verdicts.get(STABLE)]
+    out = []
+    seeded = any(a.verdicts[STABLE] > 1 for a in ranked)
+    over = "medians over the stable seeds" if seeded else ""
+    by_workload: dict[str | None, list[ArmSummary]] = {}
+    for a in ranked:
+        by_workload.setdefault(row_workload(arm_rows(a, rows)[0]).name, []).append(a)
+    for name, group in by_workload.items():
+        primary = row_workload(arm_rows(group[0], rows)[0]).primary
+        if primary is None or primary.direction not in ("lower", "higher"):
+            continue
+        values = [(a, a.median.get(primary.name)) for a in group]
+        values = [(a, v) for a, v in values if v is not None]
+        if len(values) < 2:
+            continue
+        values.sort(key=lambda t: t[1], reverse=primary.direction == "higher")
+        out.append(
+            f"By {primary.title} {'↑' if primary.direction == 'higher' else '↓'} (the {name} "
+            f"workload's primary metric{'; ' + over if over else ''}), best first: "
+            + _ranked(values, primary.rule())
+            + "."
+        )
+    groups = loss_groups([arm_rows(a, rows)[0] for a in ranked])
+    if len(groups) > 1:
+        out.append(
+            "Best val loss is not ranked: each arm's val loss is its own training loss, and "
+            "these differ ("
+            + "; ".join(
+                f"{basis_text(b)}: " + ", ".join(f"`{r['arm_name']}`" for r in members)
+                for b, members in groups.items()
+            )
+            + ")."
+        )
+    else:
+        values = [(a, a.median.get("best_val_loss")) for a in ranked]
+        values = sorted(((a, v) for a, v in values if v is not None), key=lambda t: t[1])
+        if len(values) >= 2:
+            out.append(
+                f"By best val loss ↓{' (' + over + ')' if over else ''}, best first: "
+                + _ranked(values, DEFAULT_RULES.get("best_val_loss"))
+                + "."
+            )
+    unranked = [a for a in arms if not a.verdicts.get(STABLE)]
+    if out and unranked:
+        out.append(
+            "Not ranked (no stable run): " + ", ".join(f"`{a.arm_name}`" for a in unranked) + "."
+        )
+    return out
 
 
 def recommend(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> list[str]:

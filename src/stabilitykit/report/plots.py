@@ -1,13 +1,18 @@
 """PNG plots of a stage: loss curves, per-step grad norms, reconstructions beside the ground truth.
 
-Reconstructions come from each record's ``reconstruction.npz`` (prediction and ground truth, as
-the workload saved them): complex images as amplitude and phase, real ones as one field. Nothing
-here knows a particular workload.
+Loss and grad-norm plots draw one colour per arm: the seeds of an arm (records of one arm name,
+family hash and stage) are one median line and a min–max band; a single run is its own line.
+The legend sits outside the data, and explains every line style and marker (median, band, the
+× of a non-finite step). Reconstructions come from each record's ``reconstruction.npz``
+(prediction and ground truth, as the workload saved them): complex images as amplitude and
+phase, real ones as one field; each row names its arm, seed, verdict and run. Nothing here
+knows a particular workload.
 
-Each function takes records by label and a path, writes one PNG and returns the path. Figures are
-built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no global backend).
-Missing data never raises: a run with no steps, only non-finite values or no reconstruction gets
-a note in its panel or no row.
+Each ``plot_*`` function takes records by label and a path, writes one PNG and returns the
+path; its ``*_figure`` twin returns the :class:`matplotlib.figure.Figure` unsaved, to inspect.
+Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot, no global
+backend). Missing data never raises: a run with no steps, only non-finite values or no
+reconstruction gets a note in its panel or no row.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import blended_transform_factory
 
 from stabilitykit.record.run_record import RunRecord
-from stabilitykit.report.collate import finite
+from stabilitykit.report.collate import family_hash, finite
 
 
 def _series(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -61,53 +70,257 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+# --- arms over seeds ---------------------------------------------------------------------------
+
+
+def _seed_of(rec: RunRecord) -> Any:
+    arm = rec.arm if isinstance(rec.arm, dict) else {}
+    return arm.get("seed", (rec.config.get("seeds") or {}).get("model_init"))
+
+
+def _stem(label: str) -> str:
+    """A label less its ``seed N`` suffix and the primes that keep labels unique."""
+    return label.rstrip("'").split(" seed ")[0]
+
+
+def _arm_key(label: str, rec: RunRecord) -> tuple[Any, ...]:
+    """Runs of one arm: the label's stem (:func:`_stem`: a reference keeps its own label), the
+    arm's name, its family hash (the hash without the seed) and stage; a record without an arm
+    dict is its own arm."""
+    arm = rec.arm if isinstance(rec.arm, dict) else {}
+    family = family_hash(rec.config)
+    if not arm.get("name") or family is None:
+        return ("label", label)
+    return _stem(label), arm["name"], family, (rec.config.get("tags") or {}).get("stage")
+
+
+def _arm_label(labels: Sequence[str], recs: Sequence[RunRecord]) -> str:
+    """One run: its label. Several seeds: the labels' stem and the seeds."""
+    if len(recs) == 1:
+        return labels[0]
+    seeds = [_seed_of(r) for r in recs]
+    shown = ", ".join(str(x) for x in seeds if x is not None)
+    return f"{_stem(labels[0])} ({len(recs)} seeds{': ' + shown if shown else ''})"
+
+
+def arm_groups(records_by_label: Mapping[str, RunRecord]) -> list[tuple[str, list[RunRecord]]]:
+    """``(label, records)`` per arm in order of first appearance: the seeds of one arm together
+    (:func:`_arm_key`), labelled by :func:`_arm_label`."""
+    groups: dict[tuple[Any, ...], tuple[list[str], list[RunRecord]]] = {}
+    for label, rec in records_by_label.items():
+        labels, recs = groups.setdefault(_arm_key(label, rec), ([], []))
+        labels.append(label)
+        recs.append(rec)
+    return [(_arm_label(labels, recs), recs) for labels, recs in groups.values()]
+
+
+def arm_colours(n: int) -> list[Any]:
+    """``n`` distinct colours: tab10 up to 10 arms, tab20 up to 20, then evenly from turbo."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return [matplotlib.colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, n)]
+
+
+def band(
+    series: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, median, low, high)`` over the runs' ``(x, y)`` series at each x any run logged:
+    the median, min and max of the runs with a value there."""
+    by_x: dict[float, list[float]] = {}
+    for xs, ys in series:
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+            by_x.setdefault(x, []).append(y)
+    if not by_x:
+        empty = np.empty(0)
+        return empty, empty, empty, empty
+    xs = np.array(sorted(by_x), dtype=float)
+    values = [np.asarray(by_x[x], dtype=float) for x in xs.tolist()]
+    median = np.array([np.median(v) for v in values])
+    low = np.array([v.min() for v in values])
+    high = np.array([v.max() for v in values])
+    return xs, median, low, high
+
+
+def _draw_arm(
+    ax: Axes, series: Sequence[tuple[np.ndarray, np.ndarray]], colour: Any, lw: float
+) -> bool:
+    """One arm: a single run as a line; several as the median (line) and min–max (band).
+    Returns whether anything was drawn."""
+    series = [(x, y) for x, y in series if x.size]
+    if not series:
+        return False
+    if len(series) == 1:
+        ax.plot(*series[0], lw=lw, color=colour)
+        return True
+    x, median, low, high = band(series)
+    ax.fill_between(x, low, high, color=colour, alpha=0.25, lw=0)
+    ax.plot(x, median, lw=lw, color=colour)
+    return True
+
+
+NONFINITE_MARKER = "x"
+
+
+def _mark_nonfinite(ax: Axes, steps: Sequence[float], colour: Any) -> None:
+    """An × in the arm's colour on the top edge of the axes at each non-finite step."""
+    if not steps:
+        return
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.plot(
+        sorted(set(steps)),
+        [0.97] * len(set(steps)),
+        ls="none",
+        marker=NONFINITE_MARKER,
+        ms=6,
+        mew=1.5,
+        color=colour,
+        transform=top,
+        clip_on=False,
+        gid="nonfinite",
+    )
+
+
+def _legend(
+    fig: Figure,
+    arms: Sequence[tuple[str, Any]],
+    banded: bool,
+    nonfinite: bool,
+) -> None:
+    """The figure's legend, outside the axes on the right: one entry per arm (its colour), then
+    what the styles mean: the median line and min–max band (when an arm has several seeds),
+    the × of a non-finite step (when there is one)."""
+    if not arms:
+        return
+    handles: list[Any] = [Line2D([], [], color=c, lw=2) for _, c in arms]
+    labels = [label for label, _ in arms]
+    if banded:
+        handles += [
+            Line2D([], [], color="0.25", lw=1.5),
+            Patch(facecolor="0.25", alpha=0.25, lw=0),
+        ]
+        labels += ["line: median over an arm's seeds", "band: min–max over its seeds"]
+    if nonfinite:
+        handles.append(
+            Line2D([], [], ls="none", marker=NONFINITE_MARKER, color="0.25", ms=6, mew=1.5)
+        )
+        labels.append("×: non-finite at that step")
+    fig.legend(
+        handles,
+        [textwrap.fill(label, 36) for label in labels],
+        loc="outside right upper",
+        fontsize=7,
+        frameon=False,
+    )
+
+
 def _finish(ax: Axes, drawn: bool, empty_text: str) -> None:
     if drawn:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
     else:
         _empty(ax, empty_text)
 
 
-def plot_losses(records_by_label: Mapping[str, RunRecord], path: str | os.PathLike) -> Path:
-    """Train (left) and val (right) loss per epoch, one line per record, log y."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, key, title in zip(
-        axes, ("train_loss", "val_loss"), ("train loss", "val loss"), strict=True
-    ):
+def _curves_figure(
+    records_by_label: Mapping[str, RunRecord],
+    source: str,
+    panels_: Sequence[tuple[str, str]],
+    x_key: str,
+    lw: float,
+    empty: str,
+) -> Figure:
+    """Two panels (``(y key, title)`` each) of one series per record from ``history`` or
+    ``steps`` (``source``), drawn per arm (:func:`arm_groups`, :func:`_draw_arm`)."""
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels_), sharey=True)
+    groups = arm_groups(records_by_label)
+    colours = arm_colours(len(groups))
+    shown: dict[str, Any] = {}
+    banded = nonfinite = False
+    for ax, (key, title) in zip(axes, panels_, strict=True):
         drawn = False
-        for i, (label, rec) in enumerate(records_by_label.items()):
-            x, y = _series(rec.history, "epoch", key)
-            if x.size:
-                ax.plot(x, y, marker="." if x.size < 30 else None, color=f"C{i % 10}", label=label)
+        for (label, recs), colour in zip(groups, colours, strict=True):
+            rows = [getattr(rec, source) for rec in recs]
+            series = [_series(r, x_key, key) for r in rows]
+            if _draw_arm(ax, series, colour, lw):
                 drawn = True
+                shown[label] = colour
+                banded |= sum(1 for x, _ in series if x.size) > 1
+            if source == "steps":
+                bad = [s for r in rows for s in _nonfinite_steps(r, key)]
+                _mark_nonfinite(ax, bad, colour)
+                if bad:
+                    shown.setdefault(label, colour)
+                    nonfinite = True
         ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _finish(ax, drawn, f"no finite {title} logged")
-    return _save(fig, path)
+        ax.set_xlabel(x_key)
+        if x_key == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _finish(ax, drawn, empty.format(title=title))
+    order = [(label, c) for (label, _), c in zip(groups, colours, strict=True) if label in shown]
+    _legend(fig, order, banded, nonfinite)
+    return fig
+
+
+def _losses_differ(records: Sequence[RunRecord]) -> bool:
+    """Whether the records' losses measure different things (another workload or loss)."""
+    bases = set()
+    for rec in records:
+        arm = rec.arm if isinstance(rec.arm, dict) else {}
+        block = rec.config.get("workload")
+        workload = arm.get("workload") or (block.get("name") if isinstance(block, dict) else None)
+        bases.add((workload, arm.get("loss")))
+    return len(bases) > 1
+
+
+def loss_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
+    """Train (left) and val (right) loss per epoch, log y, one colour per arm (median and
+    min–max band over its seeds). When the arms' losses differ (another workload or loss) the
+    title says their curves do not compare."""
+    fig = _curves_figure(
+        records_by_label,
+        "history",
+        (("train_loss", "train loss"), ("val_loss", "val loss")),
+        "epoch",
+        1.5,
+        "no finite {title} logged",
+    )
+    if _losses_differ(list(records_by_label.values())):
+        fig.suptitle(
+            "Each arm's own training loss: the arms' losses or workloads differ, so their "
+            "levels do not compare",
+            fontsize=9,
+        )
+    return fig
+
+
+def plot_losses(records_by_label: Mapping[str, RunRecord], path: str | os.PathLike) -> Path:
+    """:func:`loss_figure`, written to ``path``."""
+    return _save(loss_figure(records_by_label), path)
+
+
+def grad_norm_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
+    """Global gradient L2 norm per step before (left) and after (right) clipping, log y, one
+    colour per arm (median and min–max band over its seeds); an × on the top edge marks a step
+    whose norm was non-finite."""
+    return _curves_figure(
+        records_by_label,
+        "steps",
+        (
+            ("grad_norm_preclip", "grad norm before clipping"),
+            ("grad_norm_postclip", "grad norm after clipping"),
+        ),
+        "step",
+        0.9,
+        "no finite grad norm logged",
+    )
 
 
 def plot_grad_norms(records_by_label: Mapping[str, RunRecord], path: str | os.PathLike) -> Path:
-    """Global gradient L2 norm per step before (left) and after (right) clipping, log y; a red
-    tick marks a step whose norm was non-finite."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, kind in zip(axes, ("preclip", "postclip"), strict=True):
-        key, drawn = f"grad_norm_{kind}", False
-        for i, (label, rec) in enumerate(records_by_label.items()):
-            x, y = _series(rec.steps, "step", key)
-            if x.size:
-                ax.plot(x, y, lw=0.7, color=f"C{i % 10}", label=label)
-                drawn = True
-            for step in _nonfinite_steps(rec.steps, key):
-                ax.axvline(step, color="red", lw=0.8, ls=":")
-        ax.set_title(f"grad norm {'before' if kind == 'preclip' else 'after'} clipping")
-        ax.set_xlabel("step")
-        _finish(ax, drawn, "no finite grad norm logged")
-    return _save(fig, path)
+    """:func:`grad_norm_figure`, written to ``path``."""
+    return _save(grad_norm_figure(records_by_label), path)
 
 
 def remove_plane(phi: np.ndarray) -> np.ndarray:
@@ -161,10 +374,23 @@ def _reconstruction(rec: RunRecord) -> tuple[np.ndarray, np.ndarray] | None:
 def _who(label: str, rec: RunRecord) -> tuple[str, str]:
     """``("control (seed 1)", "control-seed1-...")``: the row's name (the plot label and its
     seed) and its run folder."""
-    arm = rec.arm if isinstance(rec.arm, dict) else {}
-    seed = arm.get("seed", (rec.config.get("seeds") or {}).get("model_init"))
+    seed = _seed_of(rec)
     short = label if seed is None or f"seed {seed}" in label else f"{label} (seed {seed})"
     return short, rec.path.name
+
+
+def row_label(label: str, rec: RunRecord) -> str:
+    """The label of a reconstruction row: ``arm control · seed 1 · stable`` and its run
+    folder (wrapped), so a reader knows which of an arm's seeds the row shows."""
+    arm = rec.arm if isinstance(rec.arm, dict) else {}
+    name = arm.get("name") or label.split(" seed ")[0]
+    seed = _seed_of(rec)
+    verdict = rec.verdict.kind.value
+    head = f"arm {name}" if label == name or label.startswith(f"{name} ") else label
+    return (
+        f"{head}\nseed {seed if seed is not None else '?'} · {verdict}\n"
+        f"run {textwrap.fill(rec.path.name, 30)}"
+    )
 
 
 def _range(truth: np.ndarray) -> tuple[float, float]:
@@ -185,24 +411,30 @@ CMAPS = {"amplitude": "gray", "phase": "twilight", "field": "viridis"}
 def plot_reconstructions(
     records_by_label: Mapping[str, RunRecord], path: str | os.PathLike
 ) -> Path:
+    """:func:`reconstruction_figure`, written to ``path``."""
+    return _save(reconstruction_figure(records_by_label), path)
+
+
+def reconstruction_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
     """One row per record with ``reconstruction.npz``: ground truth beside the prediction on the
     same colour range (the truth's min and max, one colour bar per pair); complex images give an
     amplitude pair and, when the truth has a phase beyond a plane, a phase pair (plane removed),
-    real ones (a field) one pair. The title names each row's run and seed; records without a
+    real ones (a field) one pair. Each row is labelled with its arm, seed, verdict and run
+    (:func:`row_label`), and the title names each row's run and seed; records without a
     reconstruction are left out."""
     rows = []
     for label, rec in records_by_label.items():
         pair = _reconstruction(rec)
         if pair is not None:
-            rows.append((_who(label, rec), panels(*pair)))
+            rows.append((_who(label, rec), row_label(label, rec), panels(*pair)))
     if not rows:
         fig = Figure(figsize=(5, 2), layout="constrained")
         _empty(fig.subplots(), "no reconstruction recorded")
-        return _save(fig, path)
-    ncols = 2 * max(len(shown) for _, shown in rows)
+        return fig
+    ncols = 2 * max(len(shown) for _, _, shown in rows)
     fig = Figure(figsize=(3.0 * ncols, 2.8 * len(rows) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
-    for r, ((name_of_row, run), shown) in enumerate(rows):
+    for r, (_, ylabel, shown) in enumerate(rows):
         for c in range(ncols):
             axes[r, c].set_axis_off()
         for j, (name, pred, truth) in enumerate(shown):
@@ -223,11 +455,11 @@ def plot_reconstructions(
                 )
                 ax.set_title(f"{title}: {name}", fontsize=8)
             fig.colorbar(shown_image, ax=pair, shrink=0.8)
-        axes[r, 0].set_ylabel(f"{name_of_row}\nrun {textwrap.fill(run, 30)}", fontsize=7)
+        axes[r, 0].set_ylabel(ylabel, fontsize=8)
     if len(rows) == 1:
-        (name_of_row, run), _ = rows[0]
+        (name_of_row, run), _, _ = rows[0]
         title = f"Reconstruction of {name_of_row}, run {run}"
     else:
-        title = "Reconstructions, one row per run: " + "; ".join(n for (n, _), _ in rows)
+        title = "Reconstructions, one row per run: " + "; ".join(n for (n, _), _, _ in rows)
     fig.suptitle(textwrap.fill(title, 45 * ncols // 2), fontsize=9)
-    return _save(fig, path)
+    return fig

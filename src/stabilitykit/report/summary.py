@@ -7,31 +7,55 @@ The tables take their metric columns from the records' ``workload`` blocks
 the trivial predictor's floor beside the value (``0.33 (floor 0.27)``); arms of several
 workloads get the union, ``–`` where a run lacks a metric. Each row of ``<stage>_metrics.json``
 carries its record's ``workload`` block under ``"workload"`` (``null`` for a record without
-one), so :func:`stabilitykit.gate.arm_run` gates a row by its own workload's rules.
+one), so :func:`stabilitykit.gate.arm_run` gates a row by its own workload's rules, and its
+``arm`` dict (as run) and ``scale_changes``.
+
+``summary.md`` tells the arms apart: a table of the recipe fields that differ between the arms
+(and references), the key fields they share on one line, and what ``--sk-scale`` changed (once
+when common, else per arm). Best val loss is each arm's own training loss: when the arms'
+workloads or losses differ it is marked ``†`` with a footnote, and no ranking uses it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stabilitykit.gate.metrics import workload_of
+from stabilitykit.names import check_plain_name
 from stabilitykit.record.run_record import RunRecord
-from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
+from stabilitykit.record.schema import (
+    RecordError,
+    file_mode,
+    read_json,
+    stamp,
+    write_json,
+    write_text,
+)
 from stabilitykit.report.collate import (
+    LOSS_COLUMN,
     ArmSummary,
     Column,
     arm_rows,
+    basis_text,
+    common_fields,
     declared_metrics,
+    differing_fields,
+    field_value,
     in_table,
+    loss_groups,
     metrics_row,
     other_keys,
     other_of,
+    recipe_cells,
     row_workload,
+    scale_changes_of,
+    scale_text,
     stage_columns,
     summarise_arms,
 )
@@ -41,10 +65,12 @@ from stabilitykit.report.narrative import (
     arm_finding,
     arm_verdicts,
     comparison,
+    first_rows,
     fmt,
     fmt_rate,
     headline,
     plural,
+    ranking,
     recommend,
     stage_title,
 )
@@ -59,7 +85,8 @@ class StageReport:
     metrics_row`); ``references``: rows of arms from other stages, each with its ``reference``
     label; ``findings``: one sentence per arm; ``comparisons``: one per arm and reference;
     ``next_steps``: the rules' recommendations (``recommendation`` joins them); ``notes``: what
-    reading the records noticed; ``files``: what was written."""
+    reading the records noticed; ``files``: what was written; ``ranking``: how the arms rank
+    (:func:`~stabilitykit.report.narrative.ranking`)."""
 
     stage: str
     scale: str | None
@@ -74,10 +101,25 @@ class StageReport:
     comparisons: tuple[str, ...] = ()
     next_steps: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    ranking: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
         return stage_title(self.stage)
+
+    def arm_heads(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(label, row)``: each reference, then the first row of each arm of the stage."""
+        refs = [(f"{r['reference']} (reference)", r) for r in self.references]
+        return refs + [(r["arm_name"], r) for r in first_rows(self.rows)]
+
+    def differing(self) -> list[str]:
+        """The recipe fields that differ between the stage's arms and references."""
+        return differing_fields([row for _, row in self.arm_heads()])
+
+    def loss_comparable(self) -> bool:
+        """Whether the best val losses of the stage's runs and references measure the same
+        thing (one workload, one loss)."""
+        return len(loss_groups([*self.references, *self.rows])) <= 1
 
 
 # --- building and writing ----------------------------------------------------------------------
@@ -115,6 +157,7 @@ def build_stage_report(
         comparisons=tuple(comparisons),
         next_steps=tuple(next_steps),
         notes=tuple(notes),
+        ranking=tuple(ranking(arms, rows)),
     )
 
 
@@ -127,6 +170,9 @@ def stage_metrics(report: StageReport) -> dict[str, Any]:
         "instability": report.instability,
         "conclusion": report.conclusion,
         "recommendation": report.recommendation,
+        "ranking": list(report.ranking),
+        "differing_fields": report.differing(),
+        "best_val_loss_comparable": report.loss_comparable(),
         "rows": report.rows,
         "arms": [a.to_dict() for a in report.arms],
         "references": report.references,
@@ -150,36 +196,56 @@ def write_stage_report(
     references: Mapping[str, RunRecord] | None = None,
 ) -> StageReport:
     """Write ``out_dir/<stage>_metrics.json``, ``out_dir/plots/*.png`` and ``out_dir/summary.md``;
-    return ``report`` with ``files`` naming them."""
+    return ``report`` with ``files`` naming them. Each file is written to a temp file and renamed
+    into place (a symlink there is replaced, never written through), with an ordinary file's
+    mode; a ``plots`` folder that is a symlink gets no plots (a note says so)."""
     from stabilitykit.report import plots
 
+    check_plain_name("stage", report.stage)
     out = Path(out_dir)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
+    notes = list(report.notes)
     metrics_path = out / f"{report.stage}_metrics.json"
     write_json(
         metrics_path,
         stamp(stage_metrics(report), STAGE_METRICS_SCHEMA, STAGE_METRICS_VERSION),
     )
     files["metrics"] = metrics_path
-    every, picked = plot_labels(report, records, references or {})
-    notes = list(report.notes)
-    for key, plot, chosen in (
-        ("losses", plots.plot_losses, every),
-        ("grad_norms", plots.plot_grad_norms, every),
-        ("reconstructions", plots.plot_reconstructions, picked),
-    ):
-        try:
-            files[key] = plot(chosen, out / "plots" / f"{key}.png")
-        except Exception as exc:  # a plot must not cost the summary
-            notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
+    plot_dir = out / "plots"
+    if plot_dir.is_symlink():
+        notes.append(f"plots not written: {plot_dir} is a symlink (not followed)")
+    else:
+        plot_dir.mkdir(exist_ok=True)
+        every, picked = plot_labels(report, records, references or {})
+        for key, plot, chosen in (
+            ("losses", plots.plot_losses, every),
+            ("grad_norms", plots.plot_grad_norms, every),
+            ("reconstructions", plots.plot_reconstructions, picked),
+        ):
+            try:
+                files[key] = _write_plot(plot, chosen, plot_dir / f"{key}.png")
+            except Exception as exc:  # a plot must not cost the summary
+                notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
     report = dataclasses.replace(report, files=files, notes=tuple(notes))
     summary_path = out / "summary.md"
-    tmp = out / ".summary.md.tmp"
-    tmp.write_text(render_markdown(report, records, out))
-    os.replace(tmp, summary_path)
+    write_text(summary_path, render_markdown(report, records, out))
     files["summary"] = summary_path
     return report
+
+
+def _write_plot(plot: Any, chosen: Mapping[str, RunRecord], path: Path) -> Path:
+    """``plot(chosen, tmp)`` to a temp file beside ``path``, renamed into place."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        plot(chosen, tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def plot_labels(
@@ -215,6 +281,18 @@ PLOT_CAPTIONS = {
     "grad_norms": "global grad norm per step, before and after clipping",
     "reconstructions": "reconstructions beside the ground truth",
 }
+#: What each plot shows, under it in ``summary.md``.
+PLOT_NOTES = {
+    "losses": "Train (left) and val (right) loss per epoch, log scale, one colour per arm. An arm "
+    "with several seeds is drawn as the median over its seeds (line) and their min–max (band).",
+    "grad_norms": "Global gradient L2 norm per step before (left) and after (right) clipping, log "
+    "scale, one colour per arm: the median over the arm's seeds (line) and their min–max (band); "
+    "an × on the top edge marks a step whose norm was non-finite.",
+    "reconstructions": "Ground truth beside the prediction on the truth's colour range. One row "
+    "per arm: its first stable seed, and its first failed one when a seed failed; each row is "
+    "labelled with its arm, seed, verdict and run.",
+}
+DAGGER = "†"
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -244,12 +322,45 @@ def cell(values: Mapping[str, Any], column: Column, row: Mapping[str, Any] | Non
     return f"{fmt(value)} (floor {fmt(floor)})"
 
 
+def flagged_cell(
+    report: StageReport,
+    values: Mapping[str, Any],
+    column: Column,
+    row: Mapping[str, Any] | None = None,
+) -> str:
+    """:func:`cell`, with :data:`DAGGER` on a best val loss when the report's best val losses
+    do not compare (different losses or workloads)."""
+    text = cell(values, column, row)
+    if column.key == LOSS_COLUMN.key and text != fmt(None) and not report.loss_comparable():
+        text += f" {DAGGER}"
+    return text
+
+
+def loss_footnote(report: StageReport) -> str:
+    """The footnote of :data:`DAGGER`: which arms' val losses measure what; empty when they
+    all compare."""
+    if report.loss_comparable():
+        return ""
+    groups = loss_groups([row for _, row in report.arm_heads()])
+    labels = {id(row): label for label, row in report.arm_heads()}
+    which = "; ".join(
+        f"{basis_text(b)}: " + ", ".join(labels[id(r)] for r in members)
+        for b, members in groups.items()
+    )
+    return (
+        f"{DAGGER} Best val loss is each arm's own training loss on its own workload "
+        f"(workload/loss: {which}): it does not compare between arms of different losses or "
+        "workloads, and no ranking or judgement uses it across them. Compare those arms by the "
+        "workload's metrics."
+    )
+
+
 def _run_table(report: StageReport) -> list[str]:
     columns = stage_columns([*report.references, *report.rows])
     header = ["arm", "seed", "verdict", *(c.title for c in columns)]
     body = [
         [f"{r['reference']} (reference)", fmt(r["seed"]), r["verdict"]]
-        + [cell(r, c) for c in columns]
+        + [flagged_cell(report, r, c) for c in columns]
         for r in report.references
     ]
     body += [
@@ -258,10 +369,67 @@ def _run_table(report: StageReport) -> list[str]:
             fmt(r["seed"]),
             r["verdict"] if r["verdict"] == STABLE else f"**{r['verdict']}**",
         ]
-        + [cell(r, c) for c in columns]
+        + [flagged_cell(report, r, c) for c in columns]
         for r in report.rows
     ]
     return _table(header, body)
+
+
+def _arms_section(report: StageReport) -> list[str]:
+    """What tells the arms apart (a table of the differing recipe fields, as run), what they
+    share (the key fields, one line) and what the scale changed."""
+    heads = report.arm_heads()
+    lines: list[str] = []
+    fields = report.differing()
+    if fields:
+        lines += ["What differs between the arms (as run):", ""]
+        lines += _table(
+            ["arm", *(f"`{f}`" for f in fields)],
+            [[label, *recipe_cells(row, fields)] for label, row in heads],
+        )
+        lines.append("")
+    elif len(heads) > 1:
+        lines += ["No recipe field differs between the arms: they differ only in name.", ""]
+    common = common_fields([row for _, row in heads])
+    if common:
+        shared = ", ".join(f"`{k}` {field_value(v)}" for k, v in common.items())
+        lines += [f"{'Same for every arm' if len(heads) > 1 else 'Recipe'}: {shared}.", ""]
+    return lines + _scale_lines(heads)
+
+
+def scale_said(row: Mapping[str, Any]) -> str:
+    """What ``--sk-scale`` did to ``row``'s arm: ``scale `ci` changed `epochs` 50 → 25 (as
+    written → as run)``."""
+    changes, scale = scale_changes_of(row), row.get("scale") or "?"
+    if changes is None:
+        return f"scale `{scale}`; what it changed is not recorded (a record older than that)"
+    if not changes:
+        if scale == "custom":
+            return "ran as written (`--sk-scale none`): no field set by a scale"
+        return f"scale `{scale}` changed no field of the arm"
+    return f"scale `{scale}` changed {scale_text(changes)} (as written → as run)"
+
+
+def scale_notes(heads: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str | None, str]]:
+    """``[(None, text)]`` when every arm of ``heads`` (label, row) shares what the scale did,
+    else ``(label, text)`` per arm (:func:`scale_said`)."""
+    texts = [scale_said(row) for _, row in heads]
+    if len(set(texts)) <= 1:
+        return [(None, t) for t in texts[:1]]
+    return [(label, t) for (label, _), t in zip(heads, texts, strict=True)]
+
+
+def _scale_lines(heads: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """What ``--sk-scale`` changed (as written → as run): one line when every arm shares it,
+    else a table, one row per arm."""
+    notes = scale_notes(heads)
+    if not notes:
+        return []
+    if notes[0][0] is None:
+        who = "Every arm" if len(heads) > 1 else "The arm"
+        return [f"{who}: {notes[0][1]}.", ""]
+    body = [[str(label), text] for label, text in notes]
+    return [*_table(["arm", "what `--sk-scale` changed"], body), ""]
 
 
 def _other_table(report: StageReport) -> list[str]:
@@ -288,7 +456,8 @@ def _seed_table(report: StageReport) -> list[str]:
     keys = [("best val loss", "best_val_loss", None)]
     keys += [(m.title, m.name, m.floor) for m in metrics]
     header = ["arm", "runs", "verdicts", "failure rate (95% Wilson CI)"]
-    header += [f"{h} median [IQR]" for h, _, _ in keys] + ["grad norm p99 median"]
+    header += [f"{h} median [IQR]" for h, _, _ in keys]
+    header += ["pre-clip grad norm p99 median", "post-clip max median"]
     body = []
     for a in report.arms:
         cells = []
@@ -300,6 +469,8 @@ def _seed_table(report: StageReport) -> list[str]:
             text = f"{fmt(a.median.get(key))} [{fmt(a.iqr.get(key), 2)}]"
             if floor and a.median.get(floor) is not None:
                 text += f" (floor {fmt(a.median[floor])})"
+            if key == LOSS_COLUMN.key and not report.loss_comparable():
+                text += f" {DAGGER}"
             cells.append(text)
         body.append(
             [
@@ -309,6 +480,7 @@ def _seed_table(report: StageReport) -> list[str]:
                 fmt_rate(a),
                 *cells,
                 fmt(a.median.get("grad_norm_preclip_p99")),
+                fmt(a.median.get("grad_norm_postclip_max")),
             ]
         )
     return _table(header, body)
@@ -326,13 +498,20 @@ def render_markdown(
         f"Scale: {report.scale or '–'} · data hash: {', '.join(data) or '–'} · "
         f"{plural(len(report.rows), 'run')} of {plural(len(report.arms), 'arm')}",
         "",
+        "## Arms",
+        "",
+        *_arms_section(report),
         "## Runs",
         "",
         *_run_table(report),
         "",
-        "Grad norms are the global L2 norm before clipping, over the logged steps; ↑ / ↓ mark "
-        "which way a metric is better, and a floor is the trivial predictor's value.",
+        "Grad norms are the global L2 norm over the logged steps, before clipping (median, p99, "
+        "max) and after it (what the optimiser got); ↑ / ↓ mark which way a metric is better, "
+        "and a floor is the trivial predictor's value.",
     ]
+    footnote = loss_footnote(report)
+    if footnote:
+        lines += ["", footnote]
     other = _other_table(report)
     if other:
         lines += [
@@ -357,11 +536,13 @@ def render_markdown(
         "",
     ]
     lines += [f"- {f}" for f in report.findings]
+    if report.ranking:
+        lines += ["", "## How the arms rank", ""] + [f"- {r}" for r in report.ranking]
     lines += ["", "## Recommended next experiment", ""] + [f"- {s}" for s in report.next_steps]
     lines += ["", "## Plots", ""]
     for key, caption in PLOT_CAPTIONS.items():
         if report.files.get(key):
-            lines += [f"![{caption}]({_link(report.files[key], out)})", ""]
+            lines += [f"![{caption}]({_link(report.files[key], out)})", "", PLOT_NOTES[key], ""]
     lines += ["", "## Run folders", ""]
     lines += [f"- [{rec.path.name}]({_link(rec.path, out)})" for rec in records]
     if report.notes:

@@ -1,7 +1,8 @@
 """Property checks for residual spectral blocks and unit-wise adaptive gradient clipping.
 
 Each check is a plain function that raises ``AssertionError`` naming the property and the
-observed number; the strategies draw its inputs. Paste::
+observed number, or quoting the error when the block or AGC function under test raises; the
+strategies draw its inputs. Paste::
 
     from hypothesis import given
     from stabilitykit.models.blocks import StablePtychoBlock
@@ -23,9 +24,11 @@ observed number; the strategies draw its inputs. Paste::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +39,30 @@ AgcFunction = Callable[..., Tensor]
 """``(grad, param, clipping, eps, unit_dim) -> Tensor``, e.g. ``train.clipping.agc_unit``."""
 
 RTOL = 1e-9
+
+_Check = TypeVar("_Check", bound=Callable[..., None])
+
+
+def _property(name: str, subject: str) -> Callable[[_Check], _Check]:
+    """A check that fails with ``AssertionError`` when the code under test raises: the failure
+    names the property and quotes ``subject``'s error (a block with a wrong output shape or a
+    missing attribute, an AGC function that crashes), instead of a raw error from inside."""
+
+    def wrap(check: _Check) -> _Check:
+        @functools.wraps(check)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                check(*args, **kwargs)
+            except AssertionError:
+                raise
+            except Exception as exc:
+                raise AssertionError(
+                    f"{name}: the {subject} raised {type(exc).__name__}: {exc}"
+                ) from exc
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +121,7 @@ def instance_norm_bound(height: int, width: int) -> float:
     return math.sqrt(height * width - 1)
 
 
+@_property("zero_params_identity", "block")
 def check_zero_params_identity(block: nn.Module, x: Tensor) -> None:
     """With every parameter set to zero the residual block is the identity.
 
@@ -107,6 +135,7 @@ def check_zero_params_identity(block: nn.Module, x: Tensor) -> None:
     _require_identity("zero_params_identity", y, x)
 
 
+@_property("zero_layerscale_identity", "block")
 def check_zero_layerscale_identity(
     block: nn.Module, x: Tensor, *, layerscale: str = "layerscale"
 ) -> None:
@@ -118,6 +147,7 @@ def check_zero_layerscale_identity(
     _require_identity("zero_layerscale_identity", y, x)
 
 
+@_property("layerscale_update_bound", "block")
 def check_layerscale_update_bound(
     block: nn.Module, x: Tensor, *, layerscale: str = "layerscale", norm: str = "norm"
 ) -> None:
@@ -232,6 +262,7 @@ def agc_cases(draw: st.DrawFn) -> AgcCase:
     )
 
 
+@_property("agc_within_limit", "AGC function")
 def check_agc_within_limit(agc: AgcFunction, case: AgcCase) -> None:
     """Every clipped unit obeys ``||G'_u|| <= limit_u``; a unit above it lands on it."""
     clipped = _clip(agc, case)
@@ -248,6 +279,7 @@ def check_agc_within_limit(agc: AgcFunction, case: AgcCase) -> None:
         )
 
 
+@_property("agc_keeps_small_units", "AGC function")
 def check_agc_keeps_small_units(agc: AgcFunction, case: AgcCase) -> None:
     """A unit whose gradient norm is under its limit is returned unchanged."""
     clipped = case.units(_clip(agc, case))
@@ -264,6 +296,7 @@ def check_agc_keeps_small_units(agc: AgcFunction, case: AgcCase) -> None:
         )
 
 
+@_property("agc_preserves_direction", "AGC function")
 def check_agc_preserves_direction(agc: AgcFunction, case: AgcCase) -> None:
     """Each non-zero unit is scaled by one factor ``s_u`` in ``(0, 1]``: ``G'_u = s_u G_u``."""
     clipped = case.units(_clip(agc, case))

@@ -42,6 +42,7 @@ import torch
 from hypothesis import given
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 from torch import Tensor, nn
 
 FFT_NORMS = ("forward", "backward", "ortho")
@@ -532,7 +533,14 @@ def run_property(spec: SpectralLayerSpec, name: str, *, settings: Settings | Non
 
     @given(arguments=prop.arguments(spec))
     def run(arguments: dict) -> None:
-        prop.check(spec, **arguments)
+        try:
+            prop.check(spec, **arguments)
+        except (AssertionError, HypothesisException):
+            raise
+        except Exception as exc:  # the layer itself failed: this property's failure
+            raise AssertionError(
+                f"{name}: the layer raised {type(exc).__name__}: {exc} [{arguments.get('case')}]"
+            ) from exc
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -545,13 +553,29 @@ def run_property(spec: SpectralLayerSpec, name: str, *, settings: Settings | Non
 def check_all(
     spec: SpectralLayerSpec, *, names: list[str] | None = None, settings: Settings | None = None
 ) -> None:
-    """Run every applicable property (or ``names``); one ``AssertionError`` lists the failures."""
+    """Run every applicable property (or ``names``); one ``AssertionError`` lists the failures.
+
+    A layer that raises inside a property (a wrong output shape, a parameter without gradient)
+    fails that property, quoting the layer's error; the remaining properties still run.
+    """
+    names = list(names or spec.property_names())
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown:
+        raise ValueError(
+            f"check_all: unknown properties {unknown}; expected some of {list(PROPERTIES)}"
+        )
+    if spec.weights is None:
+        needy = [n for n in names if PROPERTIES[n].needs_weights]
+        if needy:
+            raise ValueError(f"check_all: {needy} need SpectralLayerSpec.weights, got None")
     failures = []
-    for name in names or spec.property_names():
+    for name in names:
         try:
             run_property(spec, name, settings=settings)
         except AssertionError as exc:
             failures.append(f"{name}: {exc}")
+        except Exception as exc:  # e.g. hypothesis' Flaky when the layer fails only sometimes
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
     if failures:
         raise AssertionError(f"{len(failures)} spectral properties fail:\n" + "\n".join(failures))
 

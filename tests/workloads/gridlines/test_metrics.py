@@ -168,3 +168,38 @@ def test_bad_inputs_say_what_was_expected():
         phase_metrics(np.ones((8, 8), dtype=complex), np.ones((8, 8)))
     with pytest.raises(ValueError, match="expected a ground truth that varies"):
         amplitude_metrics(np.ones((8, 8)), np.ones((8, 8)))
+
+
+def _line_phase() -> np.ndarray:
+    """A line-pattern truth phase spanning exactly ±0.3 rad (the ci-scale phase's span)."""
+    from scipy.ndimage import gaussian_filter
+
+    lines = np.zeros((64, 64))
+    lines[:, ::8] = 1.0
+    lines[::11, :] = 1.0
+    lines = gaussian_filter(lines, 1.0)
+    return 0.6 * (lines - lines.min()) / (lines.max() - lines.min()) - 0.3
+
+
+def test_phase_ssim_separates_a_flat_phase_from_a_close_one():
+    truth = _line_phase()
+    flat = np.zeros_like(truth)
+    close = truth + 0.02 * np.random.default_rng(4).normal(size=truth.shape)
+    flat_ssim = phase_metrics(flat, truth)["phase_ssim"]
+    close_ssim = phase_metrics(close, truth)["phase_ssim"]
+    assert flat_ssim < 0.1 and close_ssim > 0.9
+    gt = remove_plane(truth)
+    expected = structural_similarity(gt, remove_plane(close), data_range=gt.max() - gt.min())
+    assert close_ssim == pytest.approx(expected)
+
+    def range_one(pred):  # the former score: a data range of one turn
+        turn = lambda phi: (remove_plane(phi) + np.pi) / (2 * np.pi)  # noqa: E731
+        return structural_similarity(turn(truth), turn(pred), data_range=1.0)
+
+    assert range_one(flat) > 0.7  # the flat phase looked fine
+    assert close_ssim - flat_ssim > 3 * (range_one(close) - range_one(flat))
+
+
+def test_phase_metrics_need_a_truth_phase_that_varies():
+    with pytest.raises(ValueError, match="expected a ground truth that varies"):
+        phase_metrics(_line_phase(), np.zeros((64, 64)))

@@ -56,9 +56,65 @@ def test_bad_value_names_field_value_and_allowed(field, value, allowed):
 
 
 def test_gridsize_2_needs_room_for_the_group():
-    GridLinesSpec(N=16, object_size=20, gridsize=2)
+    GridLinesSpec(N=16, object_size=20, gridsize=2, test_stride=12)
     with pytest.raises(ValueError, match=r"object_size: expected >= 20"):
-        GridLinesSpec(N=16, object_size=19, gridsize=2)
+        GridLinesSpec(N=16, object_size=19, gridsize=2, test_stride=12)
+
+
+def _scores(N: int, gridsize: int, object_size: int, test_stride: int) -> bool:
+    """Whether evaluation's own steps (scan, stitch, 2-px trim, SSIM) work on such a test image,
+    run on a stand-in for the spec (a spec cannot be made for the cases it refuses)."""
+    from types import SimpleNamespace
+
+    from skimage.metrics import structural_similarity
+
+    from stabilitykit.workloads.gridlines.simulate import scan_coords
+    from stabilitykit.workloads.gridlines.stitch import stitch_patches, trim
+
+    geometry = SimpleNamespace(N=N, gridsize=gridsize, object_size=object_size)
+    coords = scan_coords(geometry, test_stride, 1)[0][:, 0]
+    patches = np.random.default_rng(0).normal(size=(len(coords), N, N))
+    try:
+        image = trim(stitch_patches(patches, coords, test_stride))
+        structural_similarity(image, image + 1.0, data_range=1.0)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("N", "gridsize"), [(2, 1), (8, 1), (16, 1), (16, 2), (64, 1)])
+def test_spec_is_valid_exactly_when_its_test_image_can_be_scored(N, gridsize):
+    reach = N + (4 if gridsize == 2 else 0)
+    for test_stride in range(1, N + 3):
+        for object_size in range(reach, reach + 24):
+            fine = test_stride <= N and _scores(N, gridsize, object_size, test_stride)
+            kwargs = dict(N=N, gridsize=gridsize, object_size=object_size, test_stride=test_stride)
+            if fine:
+                GridLinesSpec(**kwargs)
+                continue
+            with pytest.raises(ValueError) as err:
+                GridLinesSpec(**kwargs)
+            field = "test_stride" if test_stride > N else "object_size"
+            assert f"GridLinesSpec.{field}: expected" in str(err.value), kwargs
+
+
+def test_patch_as_large_as_the_object_is_refused_naming_object_size():
+    with pytest.raises(ValueError, match=r"GridLinesSpec\.object_size: expected >= 74 .*SSIM"):
+        GridLinesSpec(N=64, object_size=64)
+    GridLinesSpec(N=64, object_size=74)  # two scan positions: 20 px stitched, 16 px trimmed
+
+
+def test_nphotons_beyond_the_poisson_sampler_is_refused_and_the_bound_runs():
+    from stabilitykit.workloads.gridlines.simulate import build_dataset
+    from stabilitykit.workloads.gridlines.spec import NPHOTONS_MAX
+
+    for value in (1e30, 10 * NPHOTONS_MAX):
+        with pytest.raises(ValueError, match=r"GridLinesSpec\.nphotons: expected a number in"):
+            GridLinesSpec(nphotons=value)
+    # at the bound, with few lines (the largest peak-to-mean ratio measured), it simulates
+    spec = GridLinesSpec(N=16, object_size=32, nimgs_train=1, nimgs_test=1, n_lines=2)
+    data = build_dataset(spec.replace(nphotons=NPHOTONS_MAX))
+    assert np.isfinite(data.test.diffraction).all()
 
 
 def test_existing_npz_probe_path_is_accepted(tmp_path):

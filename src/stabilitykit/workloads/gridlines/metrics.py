@@ -66,19 +66,30 @@ def remove_plane(phi: np.ndarray) -> np.ndarray:
 
 
 def phase_metrics(pred_phase: np.ndarray, gt_phase: np.ndarray) -> dict[str, float]:
-    """MAE, MSE, PSNR and SSIM of ``(phi + pi) / (2 pi)`` after :func:`remove_plane` on each.
+    """MAE, MSE, PSNR and SSIM of the phases after :func:`remove_plane` on each.
 
-    PSNR and SSIM use ``data_range = 1``. Keys ``phase_mae, phase_mse, phase_psnr, phase_ssim``.
+    MAE, MSE and PSNR are of ``(phi + pi) / (2 pi)``, i.e. in units of a full turn, and PSNR
+    uses ``data_range = 1`` (a turn). SSIM compares the plane-removed phases in radians with
+    ``data_range`` = the plane-removed truth's own ``max - min``, as the amplitude SSIM does.
+    A fixed range of a full turn would not discriminate: the object phase spans about
+    ±0.3 rad after plane removal, a tenth of a turn, so SSIM's constants ``C1 = (0.01 L)^2`` and
+    ``C2 = (0.03 L)^2`` swamp its variances. Measured with the range of a turn: visibly wrong
+    ci-scale phases scored 0.96-0.99, and a flat phase 0.73 against a ±0.3 rad line pattern
+    (0.003 with the truth's range; tests/workloads/gridlines/test_metrics.py). Raises
+    ``ValueError`` for a flat truth phase (``evaluate_object`` reports that one as vacuous).
+    Keys ``phase_mae, phase_mse, phase_psnr, phase_ssim``.
     """
     pred_phase, gt_phase = _pair("phase_metrics", pred_phase, gt_phase, real=True)
-    pred = (remove_plane(pred_phase) + np.pi) / (2 * np.pi)
-    gt = (remove_plane(gt_phase) + np.pi) / (2 * np.pi)
+    pred_rad, gt_rad = remove_plane(pred_phase), remove_plane(gt_phase)
+    data_range = _data_range(gt_rad)
+    pred = (pred_rad + np.pi) / (2 * np.pi)
+    gt = (gt_rad + np.pi) / (2 * np.pi)
     mse = float(np.mean((pred - gt) ** 2))
     return {
         "phase_mae": float(np.mean(np.abs(pred - gt))),
         "phase_mse": mse,
         "phase_psnr": psnr(mse, 1.0),
-        "phase_ssim": float(structural_similarity(gt, pred, data_range=1.0)),
+        "phase_ssim": float(structural_similarity(gt_rad, pred_rad, data_range=data_range)),
     }
 
 
