@@ -346,19 +346,33 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
     gate's metric rules (``stabilitykit.gate.DEFAULT_RULES.override(...)``). The arm is scaled and
     moved to the session's device; the record goes to ``<sk-out>/<stage>/runs/``. Under
     ``--sk-baseline`` the arm also fails on a regression against its baseline entry.
+    ``expect="collapsed"`` (any verdict kind) marks an arm meant to fail, e.g. a control that
+    must diverge: the test passes when the verdict matches and fails when it does not (the arm
+    unexpectedly survived); the baseline then holds that verdict, so the gate stays green.
     """
     from stabilitykit.judge.criteria import DEFAULT_CRITERIA
-    from stabilitykit.stage import run_in_stage
+    from stabilitykit.stage import check_expect, run_in_stage
 
     stage = _stage_of(request.node)
 
-    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA, rules: Any = None):
+    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA, rules: Any = None, expect: Any = None):
+        expected = check_expect(expect)
         result = _maybe_benchmark(
             request,
-            lambda: run_in_stage(arm, stage, sk_options, criteria=criteria, replicate=sk_replicate),
+            lambda: run_in_stage(
+                arm, stage, sk_options, criteria=criteria, replicate=sk_replicate, expect=expected
+            ),
         )
         _remember(request, stage=stage, run_dir=result.run_dir, role="arm")
-        problems = [] if result.verdict.ok else [result.verdict.explain()]
+        if expected is None:
+            problems = [] if result.verdict.ok else [result.verdict.explain()]
+        elif result.verdict.kind.value == expected:
+            problems = []  # an arm meant to fail did: the harness and the fix both work
+        else:
+            problems = [
+                f"expected verdict {expected!r}, got {result.verdict.kind.value!r}"
+                + ("" if result.verdict.ok else f": {result.verdict.explain()}")
+            ]
         problems += _gate(request.config, stage, result, rules)
         if problems:
             pytest.fail(

@@ -37,7 +37,7 @@ class StudyOptions:
             raise ValueError(
                 f"--sk-scale: got {self.scale!r}; allowed: one of {(*SCALES, AS_WRITTEN)}"
             )
-        if not isinstance(self.seeds, int) or self.seeds < 1:
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ValueError(f"--sk-seeds: got {self.seeds!r}; allowed: an int >= 1")
         if self.device is not None:
             if not DEVICE_PATTERN.match(self.device):
@@ -45,7 +45,9 @@ class StudyOptions:
                     f"--sk-device: got {self.device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'"
                 )
             check_device(self.device, field="--sk-device")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (
+            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
+        ):
             raise ValueError(f"--sk-threads: got {self.threads!r}; allowed: an int >= 1")
 
     def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
@@ -79,9 +81,14 @@ def run_in_stage(
     criteria: Iterable[Criterion] = DEFAULT_CRITERIA,
     replicate: int = 0,
     progress: Any = True,
+    expect: str | None = None,
 ) -> ArmResult:
-    """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``."""
+    """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``;
+    ``expect``: the verdict kind the arm is meant to end with, recorded in its tags."""
     prepared = options.prepare(arm, replicate)
+    tags = {"stage": stage, "session": options.session}
+    if expect is not None:
+        tags["expect"] = expect
     return run_arm(
         prepared,
         written=arm,
@@ -89,9 +96,22 @@ def run_in_stage(
         cache_dir=options.cache_dir,
         criteria=criteria,
         progress=progress,
-        tags={"stage": stage, "session": options.session},
+        tags=tags,
         threads=options.threads,
     )
+
+
+def check_expect(expect: Any) -> str | None:
+    """``expect`` as a verdict kind's value, or ``None``; a ``ValueError`` names the allowed."""
+    from stabilitykit.judge.verdict import VerdictKind
+
+    if expect is None:
+        return None
+    kinds = tuple(k.value for k in VerdictKind)
+    value = expect.value if isinstance(expect, VerdictKind) else expect
+    if value not in kinds:
+        raise ValueError(f"expect: got {expect!r}; allowed: None or one of {kinds}")
+    return value
 
 
 def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:

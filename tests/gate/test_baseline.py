@@ -101,7 +101,12 @@ def test_seeds_give_median_and_iqr_over_the_stable_ones():
     runs += [run(seed=4, verdict="collapsed", amp_ssim=0.277)]
     runs += [run(seed=5, verdict="interrupted", amp_ssim=0.1)]
     entry = BaselineEntry.from_runs(runs)
-    assert entry.to_json()["metrics"]["amp_ssim"] == {"median": 0.92, "iqr": 0.02, "n": 3, "std": 0.02}
+    assert entry.to_json()["metrics"]["amp_ssim"] == {
+        "median": 0.92,
+        "iqr": 0.02,
+        "n": 3,
+        "std": 0.02,
+    }
     assert (entry.n, entry.failures) == (4, 1)  # the interrupted run says nothing
     assert entry.verdicts == {"collapsed": 1, "interrupted": 1, "stable": 3}
     assert entry.reference("amp_ssim", 4) == (0.277, 0.0, "seed 4")

@@ -374,3 +374,35 @@ def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timi
     text = parallel.stdout.str()
     assert text.count("no benchmark JSON is written under xdist") == 1
     assert "stats.json: train_seconds" in text and "<stage>_metrics.json" in text
+
+
+EXPECT = """
+import pytest
+from stabilitykit.workloads.gridlines.study import CONTROL
+
+DIVERGES = CONTROL.replace(name="hot", optimizer="sgd", lr=1e12, clip="none", clip_value=None)
+
+
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", [DIVERGES, CONTROL], ids=lambda a: a.name)
+def test_meant_to_diverge(arm, run_arm):
+    run_arm(arm, expect="diverged")
+"""
+
+
+def test_an_arm_meant_to_fail_passes_when_it_does_and_fails_when_it_survives(pytester, cache):
+    pytester.makepyfile(EXPECT)
+    result = run(pytester, cache)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*control*expected verdict 'diverged', got *"])
+    runs = list((pytester.path / "reports/stage_a/runs").iterdir())
+    assert {json.loads((r / "config.json").read_text())["tags"]["expect"] for r in runs} == {
+        "diverged"
+    }
+
+
+def test_an_unknown_expected_verdict_is_refused(pytester, cache):
+    pytester.makepyfile(EXPECT.replace('expect="diverged"', 'expect="exploded"'))
+    result = run(pytester, cache)
+    result.stdout.fnmatch_lines(["*expect: got 'exploded'; allowed: None or one of*"])

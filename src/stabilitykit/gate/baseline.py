@@ -193,9 +193,7 @@ class BaselineEntry:
         for name in sorted(self.metrics):
             s = self.metrics[name]
             metrics[name] = (
-                s.median
-                if s.n == 1
-                else {"iqr": s.iqr, "median": s.median, "n": s.n, "std": s.std}
+                s.median if s.n == 1 else {"iqr": s.iqr, "median": s.median, "n": s.n, "std": s.std}
             )
         seeds = {
             str(seed): {

@@ -1,8 +1,9 @@
 """Generators: measured amplitudes ``(B, C, N, N)`` float32 -> object ``(B, C, N, N)`` complex64.
 
-The architectures of docs/gridlines.md §3. Every generator ends in a 1x1 head to ``2 * C`` channels, the real
-parts then the imaginary parts, combined with ``torch.complex``. Their layouts (levels, channels,
-modes; the depth rule of ``hybrid``) come from :mod:`stabilitykit.models.layout`.
+The architectures of docs/gridlines.md §3. Every generator ends in a 1x1 head to ``2 * C``
+channels, the real parts then the imaginary parts, combined with ``torch.complex``. Their
+layouts (levels, channels, modes; the depth rule of ``hybrid``) come from
+:mod:`stabilitykit.models.layout`.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ N = 64 asked for a sub-pixel level and 4.4 B parameters. Ours, for ``fno_blocks`
   the bottleneck uses ``max(1, modes // 2)`` modes, capped likewise. ``modes`` itself must fit the
   full grid (``2 * modes <= N``).
 
-At N = 64, width 32, 4 blocks: 64/32/16/8 px with 32/64/128/256 channels (as in the original study, docs/gridlines.md §3); 6 and 8
-blocks add 2 and 4 blocks of 256 channels at 8 px.
+At N = 64, width 32, 4 blocks: 64/32/16/8 px with 32/64/128/256 channels (as in the original
+study, docs/gridlines.md §3); 6 and 8 blocks add 2 and 4 blocks of 256 channels at 8 px.
 """
 
 from __future__ import annotations

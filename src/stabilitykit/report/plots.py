@@ -33,6 +33,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from stabilitykit.phase import remove_plane
 from stabilitykit.record.run_record import RunRecord
 from stabilitykit.report.collate import family_hash, finite
 
@@ -321,19 +322,6 @@ def grad_norm_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
 def plot_grad_norms(records_by_label: Mapping[str, RunRecord], path: str | os.PathLike) -> Path:
     """:func:`grad_norm_figure`, written to ``path``."""
     return _save(grad_norm_figure(records_by_label), path)
-
-
-def remove_plane(phi: np.ndarray) -> np.ndarray:
-    """``phi`` minus its least-squares plane ``a*x + b*y + c`` (x: column, y: row index): on a
-    full grid the centred coordinates and the constant are orthogonal, so three projections."""
-    phi = np.asarray(phi, dtype=float)
-    y = np.arange(phi.shape[0], dtype=float)[:, None]
-    x = np.arange(phi.shape[1], dtype=float)[None, :]
-    y, x = y - y.mean(), x - x.mean()
-    sxx, syy = phi.shape[0] * np.sum(x**2), phi.shape[1] * np.sum(y**2)
-    a = np.sum(phi * x) / sxx if sxx else 0.0
-    b = np.sum(phi * y) / syy if syy else 0.0
-    return phi - (a * x + b * y + phi.mean())
 
 
 def _image(x: np.ndarray) -> np.ndarray | None:

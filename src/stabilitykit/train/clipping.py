@@ -1,4 +1,4 @@
-"""Gradient clipping, applied after ``backward`` and before the optimiser step (docs/gridlines.md §4).
+"""Gradient clipping, applied after ``backward`` and before the optimiser step.
 
 Every transform is a small function of tensors; :class:`Clipper` picks one by name, clips a model's
 gradients in place and returns the global gradient norm before and after, as device tensors (no host

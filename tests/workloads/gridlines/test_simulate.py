@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -200,7 +202,8 @@ def test_scan_coords_count_formula():
 def test_scan_covers_the_object_and_stays_inside(half_N, margin, gridsize, stride):
     N = 2 * half_N
     reach = N + (4 if gridsize == 2 else 0)
-    spec = GridLinesSpec(N=N, gridsize=gridsize, object_size=reach + margin)
+    # scan_coords reads only N, gridsize and object_size: also specs too small to evaluate
+    spec = SimpleNamespace(N=N, gridsize=gridsize, object_size=reach + margin)
     coords, index = scan_coords(spec, stride, 2)
     per_axis = margin // stride + 1
     assert coords.shape == (2 * per_axis**2, gridsize**2, 2)

@@ -1,4 +1,5 @@
-"""Measurement-domain losses (docs/gridlines.md §2): pure functions of predicted and measured amplitude.
+"""Measurement-domain losses (docs/gridlines.md §2): pure functions of predicted and measured
+amplitude.
 
 Both divide by ``mean(X_batch) + 1e-8``, detached, so the loss scale does not depend on the photon
 count and no gradient flows through the normaliser.

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from stabilitykit.phase import remove_plane
+
 PHASE_METRICS = ("phase_mae", "phase_mse", "phase_psnr", "phase_ssim", "phase_frc50")
 
 _EMPTY_RING = 1e-20  # relative ring energy below which frc_curve treats a ring as empty
@@ -45,24 +47,6 @@ def amplitude_metrics(pred_amp: np.ndarray, gt_amp: np.ndarray) -> dict[str, flo
         "amp_psnr": psnr(mse, data_range),
         "amp_ssim": float(structural_similarity(gt_amp, pred_amp, data_range=data_range)),
     }
-
-
-def remove_plane(phi: np.ndarray) -> np.ndarray:
-    """``phi`` minus its least-squares plane ``a*x + b*y + c`` (x: column, y: row index).
-
-    On a full grid the centred coordinates and the constant are orthogonal, so the fit is three
-    projections, no solver.
-    """
-    phi = np.asarray(phi, dtype=float)
-    if phi.ndim != 2:
-        raise ValueError(f"remove_plane: expected a 2-D image, got shape {phi.shape}")
-    y = np.arange(phi.shape[0], dtype=float)[:, None]
-    x = np.arange(phi.shape[1], dtype=float)[None, :]
-    y, x = y - y.mean(), x - x.mean()
-    sxx, syy = phi.shape[0] * np.sum(x**2), phi.shape[1] * np.sum(y**2)
-    a = np.sum(phi * x) / sxx if sxx else 0.0
-    b = np.sum(phi * y) / syy if syy else 0.0
-    return phi - (a * x + b * y + phi.mean())
 
 
 def phase_metrics(pred_phase: np.ndarray, gt_phase: np.ndarray) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The illumination probe P (docs/gridlines.md §1): the ideal disk, user probes, and their scaling."""
+"""The illumination probe P (docs/gridlines.md §1): the ideal disk, user probes, their scaling."""
 
 from __future__ import annotations
 

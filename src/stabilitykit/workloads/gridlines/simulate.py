@@ -4,7 +4,8 @@ Choices where docs/gridlines.md §1 leaves room:
 
 - ``norm`` (step 1) is computed on the train patches and reused for test, like ``S`` (step 2): both
   splits share one amplitude scale, so a model trained on train sees test data in the same units.
-- The object phase uses the max and mean of the amplitude stack of its own split (docs/gridlines.md §1).
+- The object phase uses the max and mean of the amplitude stack of its own split
+  (docs/gridlines.md §1).
 - gridsize 2: the channels of the group anchored at ``(r, c)`` are the patches at ``(r, c)``,
   ``(r, c+4)``, ``(r+4, c)``, ``(r+4, c+4)`` (channel ``k = 2*dr + dc``); anchors step by the
   split's stride and the whole group lies inside the object.
@@ -99,7 +100,7 @@ class Split:
         return np.ascontiguousarray(np.moveaxis(patches, 1, -1))
 
     def illuminated_amplitude(self, probe: np.ndarray, intensity_scale: float) -> np.ndarray:
-        """``|psi| / S`` with ``psi = S * Y * P`` (docs/gridlines.md §1 step 3), ``(n, N, N, C)`` float32.
+        """``|psi| / S`` with ``psi = S * Y * P`` (§1 step 3), ``(n, N, N, C)`` float32.
 
         This is ``|Y * P|`` in the units of X (``sum_px X² = sum_px |Y*P|²`` without noise).
         """
@@ -196,7 +197,7 @@ def simulate_amplitude(
     intensity_scale: float,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Measured amplitude X of object patches (docs/gridlines.md §1 steps 3-4), ``(n, N, N, C)`` float32.
+    """Measured amplitude X of object patches (§1 steps 3-4), ``(n, N, N, C)`` float32.
 
     ``I = fftshift(|FFT2(S * Y * P)|²) / N²`` and ``X = sqrt(Poisson(I)) / S``; with ``rng=None``
     no noise is drawn and ``X = sqrt(I) / S = |fftshift(FFT2(Y * P))| / N``.
@@ -221,7 +222,7 @@ def simulate_amplitude(
 
 
 def build_dataset(spec: GridLinesSpec) -> GridLinesData:
-    """Simulate the data set of ``spec`` (docs/gridlines.md §1); equal specs give bit-identical arrays."""
+    """Simulate the data set of ``spec`` (§1); equal specs give bit-identical arrays."""
     probe = make_probe(spec)
     amplitudes, coords, index = {}, {}, {}
     for name, nimgs, stride in (

@@ -46,7 +46,8 @@ class GridLinesWorkload(Workload):
         MetricSpec(
             "amp_ssim", "higher", abs_tol=0.035, floor="amp_ssim_floor", label="amp SSIM", ideal=1
         ),
-        MetricSpec("phase_ssim", "higher", abs_tol=0.015, label="phase SSIM", ideal=1),
+        # phase SSIM over the truth's own range (a flat phase scores ~0, not ~0.7): wider spread
+        MetricSpec("phase_ssim", "higher", abs_tol=0.05, label="phase SSIM", ideal=1),
         MetricSpec("amp_mae", "lower", abs_tol=0.015, label="amp MAE"),
         MetricSpec("phase_mae", "lower", abs_tol=0.025, label="phase MAE"),
         MetricSpec("amp_mse", "lower", label="amp MSE"),
@@ -72,6 +73,9 @@ class GridLinesWorkload(Workload):
             model={"width": 16, "min_resolution": 4},
             modes_cap=12,
             epochs=25,
+            # At ~1,000 steps the study's lr of 1e-3 barely learns (amp SSIM 0.33 against a
+            # floor of 0.27); 3e-3 learns clearly, so the gate can tell harm from noise.
+            recipe={"lr": 3e-3},
         ),
         # Seconds: for tests of the harness itself.
         "smoke": Scale(
