@@ -373,7 +373,14 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
                 f"expected verdict {expected!r}, got {result.verdict.kind.value!r}"
                 + ("" if result.verdict.ok else f": {result.verdict.explain()}")
             ]
-        problems += _gate(request.config, stage, result, rules)
+        gate_problems, known = _gate(request.config, stage, result, rules)
+        if problems and not gate_problems and known:
+            # the baseline holds this very verdict for this seed: a known result, not a regression
+            pytest.xfail(
+                f"{result.arm.id}: {result.verdict.kind.value}, as in its baseline ({known}): "
+                f"{problems[0]}"
+            )
+        problems += gate_problems
         if problems:
             pytest.fail(
                 f"{result.arm.id}: " + "\n".join(problems) + f"\nrecord: {result.run_dir}",
@@ -435,24 +442,28 @@ def _remember(request: pytest.FixtureRequest, **entry: Any) -> None:
     request.node.user_properties.append((PROPERTY, json.dumps(entry)))
 
 
-def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> list[str]:
-    """Problems of ``result`` against its baseline entry (none without ``--sk-baseline``)."""
+def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> tuple[list[str], str]:
+    """Problems of ``result`` against its baseline entry (none without ``--sk-baseline``), and,
+    when the entry holds the run's very verdict for its seed and nothing regressed, the
+    baseline's path (the verdict is then known, not a regression)."""
     root = config.getoption("sk_baseline")
     if not root or config.getoption("sk_accept"):
-        return []
+        return [], ""
     from stabilitykit.gate import GateStatus, baseline_path, gate_arm, read_baseline
 
     path = baseline_path(root, stage, result.arm.scale)
     try:
         baseline = read_baseline(path, missing_ok=True)
     except ValueError as exc:
-        return [f"baseline unusable: {exc}"]
+        return [f"baseline unusable: {exc}"], ""
     gated = gate_arm(result, baseline, rules)
     if not gated.ok(require_baseline=config.getoption("sk_require_baseline")):
-        return [f"stability gate against {path}:\n{gated.render()}"]
+        return [f"stability gate against {path}:\n{gated.render()}"], ""
     if gated.status in (GateStatus.MISSING, GateStatus.NOT_COMPARABLE):
         warnings.warn(pytest.PytestWarning(f"stabilitykit gate: {gated.summary()}"), stacklevel=1)
-    return []
+    verdict = next((c for c in gated.checks if c.name == "verdict"), None)
+    same = verdict is not None and verdict.baseline == result.verdict.kind.value
+    return [], str(path) if gated.passed and same and gated.reference.startswith("seed") else ""
 
 
 class StageReporter:

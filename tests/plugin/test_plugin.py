@@ -406,3 +406,20 @@ def test_an_unknown_expected_verdict_is_refused(pytester, cache):
     pytester.makepyfile(EXPECT.replace('expect="diverged"', 'expect="exploded"'))
     result = run(pytester, cache)
     result.stdout.fnmatch_lines(["*expect: got 'exploded'; allowed: None or one of*"])
+
+
+def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression(
+    pytester, cache
+):
+    pytester.makepyfile(EXPECT.replace('run_arm(arm, expect="diverged")', "run_arm(arm)"))
+    accepted = run(pytester, cache, "--sk-baseline", "bl", "--sk-accept")
+    # at smoke scale the hot arm diverges and the control learns nothing (collapsed)
+    accepted.assert_outcomes(failed=2)
+    gated = run(pytester, cache, "--sk-baseline", "bl", "--sk-require-baseline", "-rx")
+    gated.assert_outcomes(xfailed=2)
+    gated.stdout.fnmatch_lines(["*hot*diverged, as in its baseline*"])
+    # a verdict the baseline does not hold is still a failure
+    other = pytester.path / "bl" / "smoke" / "stage_a.json"
+    other.write_text(other.read_text().replace('"collapsed"', '"stable"'))
+    regressed = run(pytester, cache, "--sk-baseline", "bl", "--sk-require-baseline")
+    regressed.assert_outcomes(xfailed=1, failed=1)
