@@ -1,6 +1,6 @@
 import pytest
 
-from stabilitykit.arm import SCALES, Arm, apply_scale
+from stabilitykit.arm import SCALES, Arm, apply_scale, scale_changes
 from stabilitykit.workloads.gridlines.study import AGC, CONTROL, DEEP_CONTROL, STABLE
 
 
@@ -66,10 +66,20 @@ def test_scales_change_sizes_never_meaning():
     for scale in SCALES:
         scaled = apply_scale(STABLE, scale)
         assert scaled.scale == scale
-        for field in ("architecture", "clip", "clip_value", "lr", "loss", "seed", "optimizer"):
+        for field in ("architecture", "clip", "clip_value", "loss", "seed", "optimizer"):
             assert getattr(scaled, field) == getattr(STABLE, field)
         assert scaled.fno_blocks == STABLE.fno_blocks
         assert scaled.layerscale_init == STABLE.layerscale_init
+        # a recipe change is the scale's declared one, and it is listed among its changes
+        recipe = STABLE.workload_impl.scale(scale).recipe
+        assert scaled.lr == recipe.get("lr", STABLE.lr)
+        changes = scale_changes(STABLE, scaled)
+        assert ("lr" in changes) == ("lr" in recipe and recipe["lr"] != STABLE.lr)
+
+
+def test_as_written_runs_the_arm_unchanged():
+    assert apply_scale(STABLE, "none") == STABLE
+    assert scale_changes(STABLE, apply_scale(STABLE, "none")) == {}
 
 
 def test_full_scale_is_the_seed_configuration():

@@ -85,7 +85,7 @@ def test_compare_missing_and_changed_arms_fail_only_when_required(tmp_path, base
     assert main(["compare", str(base), str(head)]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the table wraps long cells
     assert "not comparable" in out and "missing" in out
-    assert "arm changed (hash" in out and "lr 0.001 -> 0.01" in out
+    assert "arm changed (hash" in out and f"lr {CONTROL.lr:g} -> 0.01" in out
     assert "baseline entries no run used: agc-hybrid-b4" in out
     assert main(["compare", "--require-baseline", str(base), str(head)]) == 1
 

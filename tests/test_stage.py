@@ -184,7 +184,9 @@ def test_a_stage_name_that_is_no_path_gets_no_report(tmp_path):
     assert sorted(p.name for p in new.out.iterdir()) == ["stage_a"]
 
 
-@pytest.mark.parametrize(("field", "option"), [("seeds", "--sk-seeds"), ("threads", "--sk-threads")])
+@pytest.mark.parametrize(
+    ("field", "option"), [("seeds", "--sk-seeds"), ("threads", "--sk-threads")]
+)
 def test_options_refuse_a_bool_for_an_int(field, option):
     with pytest.raises(ValueError, match=f"{option}: got True; allowed: an int >= 1"):
         StudyOptions(**{field: True})

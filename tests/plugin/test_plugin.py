@@ -408,9 +408,7 @@ def test_an_unknown_expected_verdict_is_refused(pytester, cache):
     result.stdout.fnmatch_lines(["*expect: got 'exploded'; allowed: None or one of*"])
 
 
-def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression(
-    pytester, cache
-):
+def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression(pytester, cache):
     pytester.makepyfile(EXPECT.replace('run_arm(arm, expect="diverged")', "run_arm(arm)"))
     accepted = run(pytester, cache, "--sk-baseline", "bl", "--sk-accept")
     # at smoke scale the hot arm diverges and the control learns nothing (collapsed)

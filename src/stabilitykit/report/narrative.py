@@ -399,13 +399,19 @@ def _as_written(row: Mapping[str, Any], fields: Sequence[str]) -> str:
     )
 
 
+#: A workload-neutral pointer at LayerScale: which architecture offers it is the workload's.
+LAYERSCALE = (
+    "LayerScale on the residual branches (`layerscale_init=1e-3`, e.g. grid lines' `stable_hybrid`)"
+)
+
+
 def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
     options, fields = [], []
     if row.get("clip") not in ("agc", "agc_unit"):
         options.append("AGC (`clip='agc'`, `clip_value=0.01`)")
         fields += ["clip", "clip_value"]
     if row.get("layerscale_init") is None and row.get("architecture") != "stable_hybrid":
-        options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
+        options.append(LAYERSCALE)
         fields += ["architecture", "layerscale_init"]
     if not options and row.get("lr") is not None:
         options.append(f"a lower lr (`lr` {row['lr']:g} → {row['lr'] / 10:g})")
@@ -423,7 +429,7 @@ def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
     if ls is not None:
         options.append(f"a smaller LayerScale init (`layerscale_init` {ls:g} → {ls / 10:g})")
     else:
-        options.append("LayerScale (`architecture='stable_hybrid'`, `layerscale_init=1e-3`)")
+        options.append(LAYERSCALE)
     if lr is not None:
         options.append(f"a lower lr (`lr` {lr:g} → {lr / 10:g})")
     numbers = _kind_numbers("collapsed", row)
