@@ -354,8 +354,10 @@ def test_staged(stage, run_arm):
 
 
 def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timings_are(
-    pytester, cache
+    pytester, cache, monkeypatch
 ):
+    # the inner session is serial even when this suite runs under -n (the variable is inherited)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
         "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n"
