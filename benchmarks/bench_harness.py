@@ -75,16 +75,16 @@ def bare_loop(arm, x_train, x_test, probe) -> float:
     return time.perf_counter() - start
 
 
-def harness_loop(arm, x_train, x_test, probe, out) -> float:
+def harness_loop(arm, data, out) -> float:
+    """The engine's loop on the workload's tensors and loss, writing steps and history."""
     model = fresh_model(arm)
     writer = RunWriter(new_run_dir(out, "bench"))
     history = []
+    workload, cpu = arm.workload_impl, torch.device("cpu")
     setup = TrainSetup(
         model=model,
-        x_train=x_train,
-        x_test=x_test,
-        probe=probe,
-        loss_fn=mae_loss,
+        tensors=workload.tensors(data, cpu),
+        loss_fn=workload.loss_fn(arm.loss, data, cpu),
         optimizer=build_optimizer("adam", model.parameters(), arm.lr, arm.betas, 0.0),
         clipper=Clipper("norm", arm.clip_value),
         epochs=arm.epochs,
@@ -117,10 +117,10 @@ def main() -> None:
     print(f"{arm.id} at {args.scale}: {steps} steps, {args.threads} thread(s)")
     bare, harness = [], []
     with tempfile.TemporaryDirectory() as out:
-        harness_loop(arm, x_train, x_test, probe, out)  # warm-up (first-call costs)
+        harness_loop(arm, data, out)  # warm-up (first-call costs)
         for r in range(args.repeats):
             bare.append(bare_loop(arm, x_train, x_test, probe))
-            harness.append(harness_loop(arm, x_train, x_test, probe, out))
+            harness.append(harness_loop(arm, data, out))
             print(f"  repeat {r + 1}: bare {bare[-1]:.2f} s, harness {harness[-1]:.2f} s")
     b, h = statistics.median(bare), statistics.median(harness)
     print(

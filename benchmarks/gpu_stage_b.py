@@ -38,7 +38,8 @@ def count_syncs(arm, cache: str, steps: int) -> dict:
     batches = steps * arm.batch_size
     short = arm.replace(epochs=1)
     setup = _setup(short, data, model, Clipper(arm.clip, arm.clip_value), torch.device(arm.device))
-    setup = dataclasses.replace(setup, x_train=setup.x_train[:batches])
+    train_part = tuple(t[:batches] for t in setup.tensors.train)
+    setup = dataclasses.replace(setup, tensors=dataclasses.replace(setup.tensors, train=train_part))
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
