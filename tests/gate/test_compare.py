@@ -294,3 +294,14 @@ def test_a_seed_the_baseline_never_ran_is_not_held_against_another_seed():
     assert result.passed, result.reason
     check = next(c for c in result.checks if c.name == "amp_ssim")
     assert check.status == "other seed" and not check.worse
+
+
+def test_the_failure_rate_of_known_seeds_is_held_against_those_seeds():
+    from stabilitykit.gate.compare import family_rate
+
+    base = baseline(run(seed=1, verdict="collapsed"), run(seed=2), run(seed=3))
+    entry = next(iter(base.entries.values()))
+    assert family_rate([run(seed=1, verdict="collapsed")], entry).check.passed  # as before
+    assert not family_rate([run(seed=2, verdict="collapsed")], entry).check.passed
+    # a seed the baseline never ran: against the baseline's rate over all its seeds
+    assert not family_rate([run(seed=9, verdict="collapsed")], entry).check.passed

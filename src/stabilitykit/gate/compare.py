@@ -361,7 +361,13 @@ def family_rate(runs: Sequence[ArmRun], entry: BaselineEntry) -> FamilyRate:
     """The failure rate of one arm's seed runs against its entry (interrupted runs left out)."""
     decided = [r for r in runs if r.verdict != VerdictKind.INTERRUPTED.value]
     failures = sum(r.verdict != STABLE for r in decided)
-    check = check_failure_rate(failures, len(decided), entry.failures, entry.n)
+    base_failures, base_n = entry.failures, entry.n
+    if decided and all(r.seed is not None and r.seed in entry.seeds for r in decided):
+        # only seeds the baseline ran: hold them against those very seeds' failures
+        same = [entry.seeds[r.seed] for r in decided]
+        same = [s for s in same if s.verdict != VerdictKind.INTERRUPTED.value]
+        base_failures, base_n = sum(s.verdict != STABLE for s in same), len(same)
+    check = check_failure_rate(failures, len(decided), base_failures, base_n)
     return FamilyRate(entry.arm_id, entry.family_hash, check)
 
 
