@@ -105,10 +105,6 @@ class Tensors:
                     f"dim 0, got {[tuple(t.shape) for t in parts]}"
                 )
 
-    @property
-    def n_train(self) -> int:
-        return len(self.train[0])
-
 
 @dataclass(frozen=True)
 class Evaluation:
