@@ -21,6 +21,7 @@ from stabilitykit.workload import (
     WorkloadError,
     available_workloads,
     fingerprint,
+    fingerprint_sources,
     get_workload,
     register_workload,
 )
@@ -158,6 +159,39 @@ def test_a_change_to_the_users_model_code_changes_the_arm_hash(tmp_path):
     same = {k: v for k, v in first.to_dict().items() if k not in ("workload", "workload_code")}
     other = {k: v for k, v in second.to_dict().items() if k not in ("workload", "workload_code")}
     assert same == other and first.hash != second.hash
+
+
+def test_the_fingerprint_does_not_depend_on_where_the_code_lives(tmp_path):
+    """The same code in two folders (two clones, two machines) has one fingerprint; files of the
+    standard library (the ABC below Workload) are not the workload's code."""
+    prints = []
+    for i, folder in enumerate([tmp_path / "a", tmp_path / "zz" / "deeper"]):
+        folder.mkdir(parents=True)
+        path = folder / "my_workload.py"
+        path.write_text(USER_MODULE.format(name="fp_where", kernel=1))
+        cls = _load(path, f"fp_where_{i}").Mine
+        assert set(fingerprint_sources(cls)) == {"my_workload.py", "supervised.py"}
+        prints.append(fingerprint(cls))
+    assert prints[0] == prints[1]
+    builtin = fingerprint_sources(type(get_workload("gridlines")))
+    assert "gridlines/workload.py" in builtin and "models/spectral.py" in builtin
+    assert all(not Path(key).is_absolute() for key in builtin)
+    assert all(SRC in path.parents for path in builtin.values())
+
+
+def test_the_committed_baselines_describe_the_code_as_it_is():
+    """An edit of a built-in workload's code changes its arm hashes: the committed ci baselines
+    must then be re-accepted (README, "Baselines and the CI gate"), or CI's gate fails."""
+    import json
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" / "ci"
+    files = sorted(root.glob("*.json"))
+    assert files
+    for path in files:
+        for key, entry in json.loads(path.read_text())["entries"].items():
+            arm = entry["arm"]
+            now = fingerprint(type(get_workload(arm["workload"])))
+            assert arm["workload_code"] == now, f"{path.name} {key}: accepted with other code"
 
 
 # --- a broken workload: errors before training, verdicts during it ----------------------------

@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import inspect
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -301,16 +302,21 @@ def check_declarations(cls: type[Workload]) -> None:
 # --- fingerprints -----------------------------------------------------------------------------
 
 
-@functools.cache
-def fingerprint(cls: type) -> str:
-    """sha256 (16 hex) over the source of the workload's code: its module's package folder for a
-    workload in a package (``stabilitykit/workloads/gridlines/``), else its module file, plus the
-    modules of its base classes below :class:`Workload`, plus the modules named in ``code``.
-    A change to a user's model code in
-    that file changes every arm hash of the workload, so the gate says "not comparable"."""
-    files: set[Path] = set()
+def fingerprint_sources(cls: type) -> dict[str, Path]:
+    """The files :func:`fingerprint` hashes, keyed by a path that does not depend on where the
+    code lives (``gridlines/spec.py``, ``models/fno2d.py``, ``my_workload.py``): the package
+    folder of each class in ``cls``'s MRO below :class:`Workload` (a workload in a package, such as
+    ``stabilitykit/workloads/gridlines/``), else its module file, plus the modules named in
+    ``code``. Classes of the standard library (``abc.ABC``) are not the workload's code and are
+    left out, so the fingerprint is the same on every machine with the same workload code."""
+    files: dict[str, Path] = {}
+
+    def add_tree(folder: Path) -> None:
+        for path in folder.rglob("*.py"):
+            files[(Path(folder.name) / path.relative_to(folder)).as_posix()] = path
+
     for klass in cls.__mro__:
-        if klass in (Workload, object) or klass.__module__ == "builtins":
+        if klass in (Workload, object) or klass.__module__.partition(".")[0] in _NOT_WORKLOAD_CODE:
             continue
         try:
             source = Path(inspect.getfile(klass)).resolve()
@@ -319,18 +325,35 @@ def fingerprint(cls: type) -> str:
         if source.name == "__init__.py" or (source.parent / "__init__.py").exists():
             package = source.parent
             if package.name != "workloads":  # a workload folder: all of it
-                files.update(package.rglob("*.py"))
+                add_tree(package)
                 continue
-        files.add(source)
+        files[source.name] = source
     for module in getattr(cls, "code", ()):
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             raise ValueError(f"workload {cls.__name__}: code module {module!r} not found")
-        origin = Path(spec.origin)
-        files.update(origin.parent.rglob("*.py") if origin.name == "__init__.py" else [origin])
+        origin = Path(spec.origin).resolve()
+        if origin.name == "__init__.py":
+            add_tree(origin.parent)
+        else:
+            files[origin.name] = origin
+    return files
+
+
+#: Top-level modules whose classes are never a workload's own code.
+_NOT_WORKLOAD_CODE = frozenset(sys.stdlib_module_names) | {"builtins"}
+
+
+@functools.cache
+def fingerprint(cls: type) -> str:
+    """sha256 (16 hex) over the workload's code (:func:`fingerprint_sources`: each file's
+    location-free key and its bytes, in key order). A change to a user's model code changes every
+    arm hash of the workload, so the gate says "not comparable"; moving the code to another folder
+    or machine does not."""
     h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.name.encode())
+    for key, path in sorted(fingerprint_sources(cls).items()):
+        h.update(key.encode())
+        h.update(b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
