@@ -2,10 +2,14 @@
 
 Both loops train the same model on the same data for the same steps, log the global grad norm
 before and after clipping every step, and compute the validation loss every epoch. The harness
-also streams every step to ``steps.jsonl`` and writes ``history.json``. Runs alternate
-(bare, harness, bare, ...) to share any drift in machine load; the ratio of medians is printed.
+also streams every step to ``steps.jsonl`` and writes ``history.json``. "harness + forensics"
+adds what ``run_arm`` runs by default: per-layer gradient norms and update ratios every
+``--layer-every`` steps (``layers.jsonl``), online spike detection (the default criteria's
+rules) and an atomic checkpoint at the end of every epoch. Runs alternate (bare, harness,
+harness + forensics, bare, ...) to share any drift in machine load; ratios of medians are printed.
 
     python benchmarks/bench_harness.py [--scale ci] [--epochs 4] [--repeats 5] [--threads 1]
+        [--layer-every 50]
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import time
 import torch
 
 from stabilitykit.arm import apply_scale
+from stabilitykit.judge.criteria import DEFAULT_CRITERIA
 from stabilitykit.models.registry import build_model
-from stabilitykit.record.run_record import RunWriter, new_run_dir
+from stabilitykit.record.run_record import CHECKPOINTS, RunWriter, new_run_dir
+from stabilitykit.run import spike_rules
+from stabilitykit.train.checkpoint import checkpoint_name, save_checkpoint
 from stabilitykit.train.clipping import Clipper
-from stabilitykit.train.loop import TrainSetup, build_optimizer, train
+from stabilitykit.train.layers import LayerTelemetry
+from stabilitykit.train.loop import Hooks, TrainSetup, build_optimizer, train
 from stabilitykit.workloads.gridlines.cache import default_cache_dir, load_or_build
 from stabilitykit.workloads.gridlines.forward import far_field_amplitude
 from stabilitykit.workloads.gridlines.losses import mae_loss
@@ -75,8 +83,9 @@ def bare_loop(arm, x_train, x_test, probe) -> float:
     return time.perf_counter() - start
 
 
-def harness_loop(arm, data, out) -> float:
-    """The engine's loop on the workload's tensors and loss, writing steps and history."""
+def harness_loop(arm, data, out, layer_every: int | None = None) -> float:
+    """The engine's loop on the workload's tensors and loss, writing steps and history; with
+    ``layer_every``, also per-layer telemetry, spike detection and epoch checkpoints."""
     model = fresh_model(arm)
     writer = RunWriter(new_run_dir(out, "bench"))
     history = []
@@ -92,9 +101,26 @@ def harness_loop(arm, data, out) -> float:
         grad_norm_every=1,
         shuffle_seed=arm.seed + 1,
     )
+    hooks = None
+    if layer_every is not None:
+        telemetry = LayerTelemetry(
+            model,
+            layer_every,
+            spike_rules(DEFAULT_CRITERIA),
+            lambda rows: writer.append_layers(telemetry.header(), rows),
+        )
+
+        def checkpoint(state):
+            save_checkpoint(writer.path / CHECKPOINTS / checkpoint_name(state["epoch"]), state)
+
+        hooks = Hooks(telemetry=telemetry, on_checkpoint=checkpoint)
     start = time.perf_counter()
     outcome = train(
-        setup, writer.append_steps, lambda row: (history.append(row), writer.write_history(history))
+        setup,
+        writer.append_steps,
+        lambda row: (history.append(row), writer.write_history(history)),
+        None,
+        hooks,
     )
     elapsed = time.perf_counter() - start
     writer.close()
@@ -108,6 +134,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layer-every", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     arm = apply_scale(CONTROL, args.scale).replace(epochs=args.epochs)
@@ -115,17 +142,24 @@ def main() -> None:
     x_train, x_test, probe = tensors(data)
     steps = args.epochs * -(-len(x_train) // arm.batch_size)
     print(f"{arm.id} at {args.scale}: {steps} steps, {args.threads} thread(s)")
-    bare, harness = [], []
+    bare, harness, forensics = [], [], []
     with tempfile.TemporaryDirectory() as out:
-        harness_loop(arm, data, out)  # warm-up (first-call costs)
+        harness_loop(arm, data, out, args.layer_every)  # warm-up (first-call costs)
         for r in range(args.repeats):
             bare.append(bare_loop(arm, x_train, x_test, probe))
             harness.append(harness_loop(arm, data, out))
-            print(f"  repeat {r + 1}: bare {bare[-1]:.2f} s, harness {harness[-1]:.2f} s")
-    b, h = statistics.median(bare), statistics.median(harness)
-    print(
-        f"median bare {b:.3f} s, harness {h:.3f} s, ratio {h / b:.4f} ({(h / b - 1) * 100:+.2f} %)"
-    )
+            forensics.append(harness_loop(arm, data, out, args.layer_every))
+            print(
+                f"  repeat {r + 1}: bare {bare[-1]:.2f} s, harness {harness[-1]:.2f} s, "
+                f"harness + forensics {forensics[-1]:.2f} s"
+            )
+    b = statistics.median(bare)
+    for label, times in (("harness", harness), ("harness + forensics", forensics)):
+        h = statistics.median(times)
+        print(
+            f"median bare {b:.3f} s, {label} {h:.3f} s, ratio {h / b:.4f} "
+            f"({(h / b - 1) * 100:+.2f} %)"
+        )
 
 
 if __name__ == "__main__":

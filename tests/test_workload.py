@@ -27,7 +27,8 @@ from stabilitykit.workload import (
 )
 
 SRC = Path(stabilitykit.__file__).parent
-ENGINE = ["arm.py", "run.py", "stage.py", "plugin.py", "cli.py", "shard.py", "workload.py"]
+ENGINE = ["arm.py", "run.py", "replay.py", "stage.py", "plugin.py", "cli.py", "shard.py"]
+ENGINE += ["cluster.py", "workload.py"]
 ENGINE += ["cache.py", "train", "judge", "record", "report", "gate"]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "Arm": "stabilitykit.arm",
@@ -35,6 +35,8 @@ _EXPORTS = {
     "with_criteria": "stabilitykit.judge.criteria",
     "NoWorseThan": "stabilitykit.judge.criteria",
     "GradNormBounded": "stabilitykit.judge.criteria",
+    "Spikes": "stabilitykit.judge.criteria",
+    "replay": "stabilitykit.replay",
     "MetricRule": "stabilitykit.gate.metrics",
     "DEFAULT_RULES": "stabilitykit.gate.metrics",
 }

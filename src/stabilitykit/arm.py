@@ -34,8 +34,9 @@ AS_WRITTEN = "none"
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-# Fields that do not change the numbers: left out of the hash.
-_UNHASHED = frozenset({"name", "scale"})
+# Fields that do not change the numbers: left out of the hash (``layer_norm_every`` only decides
+# how often per-layer telemetry is written).
+_UNHASHED = frozenset({"name", "scale", "layer_norm_every"})
 #: Model fields an architecture may accept (``None``: the architecture's default).
 MODEL_FIELDS = ("width", "modes", "fno_blocks", "min_resolution", "max_channels", "layerscale_init")
 
@@ -54,7 +55,9 @@ class Arm:
     first). Model fields ``width``, ``modes``, ``fno_blocks``, ``min_resolution``,
     ``max_channels`` and ``layerscale_init`` are passed to the architecture that accepts them;
     ``None`` means the architecture's default. The ``step`` scheduler multiplies the lr by
-    ``lr_gamma`` every ``lr_step_epochs`` epochs.
+    ``lr_gamma`` every ``lr_step_epochs`` epochs. Every ``grad_norm_every`` steps the global
+    gradient norms are logged; every ``layer_norm_every`` steps (0: never) each layer's gradient
+    norm and update-to-weight ratio (``layers.jsonl``; not in the hash: it changes no number).
     """
 
     name: str = "arm"
@@ -77,6 +80,7 @@ class Arm:
     clip: str = "norm"
     clip_value: float | None = 1.0
     grad_norm_every: int = 1
+    layer_norm_every: int = 50
     scheduler: str = "constant"
     warmup_epochs: int = 0
     lr_step_epochs: int = 100
@@ -136,6 +140,8 @@ class Arm:
             value = getattr(self, name)
             if not _is_int(value, 1):
                 _fail(name, value, "a positive int")
+        if not _is_int(self.layer_norm_every, 0):
+            _fail("layer_norm_every", self.layer_norm_every, "an int >= 0 (0: no periodic rows)")
         if not (_is_number(self.lr_gamma) and 0 < self.lr_gamma <= 1):
             _fail("lr_gamma", self.lr_gamma, "a number in (0, 1]")
         if self.clip == "none":
@@ -221,14 +227,20 @@ class Arm:
 
     @property
     def hash(self) -> str:
-        """16 hex digits of sha256 over every field that changes the numbers."""
-        return _digest({k: v for k, v in self.to_dict().items() if k not in _UNHASHED})
+        """16 hex digits of sha256 over every field that changes the numbers. The device counts
+        by its type only: ``cuda:0`` and ``cuda:1`` are the same arm (xdist workers spread a
+        stage over the GPUs)."""
+        return _digest(self._hashed(_UNHASHED))
 
     @property
     def family_hash(self) -> str:
         """The hash without the seed: the same for every seed replicate of one arm."""
-        unhashed = _UNHASHED | {"seed"}
-        return _digest({k: v for k, v in self.to_dict().items() if k not in unhashed})
+        return _digest(self._hashed(_UNHASHED | {"seed"}))
+
+    def _hashed(self, unhashed: frozenset[str]) -> dict[str, Any]:
+        out = {k: v for k, v in self.to_dict().items() if k not in unhashed}
+        out["device"] = self.device.partition(":")[0]
+        return out
 
     @property
     def id(self) -> str:

@@ -6,6 +6,7 @@
     stabilitykit report DIR [--stage NAME] [--out DIR]
     stabilitykit accept DIR --baseline PATH [--stage NAME] [--arm PATTERN ...]
     stabilitykit merge DIR... --out DIR --stage NAME   # writes DIR/NAME/ as the plugin does
+    stabilitykit replay RUN --step S [--out DIR] [--from-start]  # one step, again, inspected
 
 BASE and HEAD are folders of run records, or ``<stage>_metrics.json`` files; BASE may also be a
 baseline file. Exit status: 0 fine, 1 a regression, 2 bad input (the message names the file).
@@ -358,6 +359,33 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    from stabilitykit.replay import replay
+
+    result = replay(
+        Path(args.run),
+        args.step,
+        out=Path(args.out) if args.out else None,
+        from_start=args.from_start,
+        cache_dir=Path(args.cache) if args.cache else None,
+    )
+    recorded = result.recorded
+    lines = [
+        f"replayed step {result.step} (epoch {result.epoch}) of {args.run} from {result.start}",
+        f"  loss {result.loss!r} (recorded {recorded.get('loss')!r})",
+        f"  grad norm before clipping {result.grad_norm_preclip!r} "
+        f"(recorded {recorded.get('grad_norm_preclip', 'not logged at this step')!r})",
+        f"  batch: {len(result.indices)} samples {result.indices[:8]}"
+        + (" ..." if len(result.indices) > 8 else ""),
+        "  top layers by grad norm: "
+        + ", ".join(f"{n} {v:.4g}" for n, v in sorted(result.layers, key=lambda t: -t[1])[:3]),
+        f"  {'matches the record' if result.matches else 'DIFFERS from the record'}; "
+        f"written to {result.folder}",
+    ]
+    console.print(Text("\n".join(lines)), soft_wrap=True)
+    return EXIT_OK if result.matches else EXIT_REGRESSION
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -420,6 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stage", required=True, help="stage name, e.g. stage_b")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay one step of a run: its batch, loss and per-layer gradient norms",
+        description="Rebuild the run's model and optimiser from its last checkpoint before "
+        "step S, replay to S deterministically, and write the batch, the loss and every "
+        "layer's gradient norm at S (default: RUN/replays/step-S/). Exit 0 when the replayed "
+        "loss and gradient norm equal the recorded ones, 1 when they differ, 2 on bad input.",
+    )
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("--step", type=int, required=True, metavar="S", help="the step to replay")
+    p.add_argument("--out", help="folder for the replay's files (default: RUN/replays/step-S)")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="with no checkpoint before S, replay from the seeded initial model",
+    )
+    p.add_argument("--cache", help="data-set cache folder (default: as for the run)")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -52,6 +52,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="ignore cached arm results (references from other stages are run again)",
     )
     group.addoption(
+        "--sk-resume",
+        action="store_true",
+        help="continue each arm's killed or interrupted run in --sk-out from its last epoch "
+        "checkpoint (same arm and code), instead of starting it again",
+    )
+    group.addoption(
+        "--sk-keep-checkpoints",
+        action="store_true",
+        help="keep every epoch's checkpoint in <run>/checkpoints/ (for stabilitykit replay); "
+        "by default only the newest is kept while a run goes, and none once it has finished",
+    )
+    group.addoption(
+        "--sk-executor",
+        default=None,
+        choices=("local", "slurm"),
+        help="train each arm as its own job through submitit and wait for it: slurm (a Slurm "
+        "job per arm; run pytest on a login node) or local (subprocesses here, to try it out). "
+        "Default: train in the pytest process. -n N keeps N jobs in flight (pytest-xdist). "
+        "Needs pip install 'stabilitykit[cluster]'",
+    )
+    group.addoption("--sk-slurm-partition", default=None, help="Slurm partition of the jobs")
+    group.addoption("--sk-slurm-account", default=None, help="Slurm account of the jobs")
+    group.addoption("--sk-slurm-qos", default=None, help="Slurm QOS of the jobs")
+    group.addoption(
+        "--sk-slurm-gpus",
+        type=int,
+        default=None,
+        help="GPUs per job (default 1 on Slurm; local: 1 under --sk-device cuda, else 0); "
+        "add --sk-device cuda to train on them",
+    )
+    group.addoption(
+        "--sk-slurm-cpus", type=int, default=None, help="CPUs per job (Slurm's cpus-per-task)"
+    )
+    group.addoption(
+        "--sk-slurm-time", type=int, default=None, help="time limit per job, minutes (default 60)"
+    )
+    group.addoption(
+        "--sk-slurm-max-timeouts",
+        type=int,
+        default=None,
+        help="requeue a job that reaches its time limit up to N times, to continue from its last "
+        "epoch checkpoint (default 3; a preempted job is always requeued)",
+    )
+    group.addoption(
+        "--sk-slurm-signal-delay",
+        type=int,
+        default=None,
+        help="seconds before the time limit at which a job is signalled to requeue itself "
+        "(default: submitit's, 90 on Slurm)",
+    )
+    group.addoption(
         "--sk-cache",
         default=None,
         help="data-set cache folder (default: $STABILITYKIT_CACHE or ~/.cache/stabilitykit)",
@@ -156,8 +207,31 @@ def _check_options(config: pytest.Config) -> None:
     baseline = config.getoption("sk_baseline")
     if baseline:
         _check_baseline(baseline, config.getoption("sk_scale"), config.getoption("sk_accept"))
-    if config.getoption("sk_device") is not None:
-        _options(config)  # imports torch: is the device here?
+    cluster = [config.getoption(dest) for _, dest in _CLUSTER_OPTIONS]
+    if config.getoption("sk_device") is not None or any(v is not None for v in cluster):
+        _options(config)  # imports torch: is the device here? are the cluster options valid?
+    executor = config.getoption("sk_executor")
+    if executor is not None:
+        from stabilitykit.cluster import ClusterError, check_available
+
+        try:
+            check_available(executor)
+        except ClusterError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+#: ``--sk-executor`` and the job options: (StudyOptions field, pytest option dest).
+_CLUSTER_OPTIONS = (
+    ("executor", "sk_executor"),
+    ("slurm_partition", "sk_slurm_partition"),
+    ("slurm_account", "sk_slurm_account"),
+    ("slurm_qos", "sk_slurm_qos"),
+    ("slurm_gpus", "sk_slurm_gpus"),
+    ("slurm_cpus", "sk_slurm_cpus"),
+    ("slurm_time", "sk_slurm_time"),
+    ("slurm_max_timeouts", "sk_slurm_max_timeouts"),
+    ("slurm_signal_delay", "sk_slurm_signal_delay"),
+)
 
 
 def _check_folder(
@@ -237,12 +311,22 @@ def _options(config: pytest.Config) -> StudyOptions:
                 rerun=config.getoption("sk_rerun"),
                 threads=config.getoption("sk_threads"),
                 cache_dir=_path_or_none(config.getoption("sk_cache")),
+                resume=config.getoption("sk_resume"),
+                worker=_worker_number(workerinput),
+                keep_checkpoints=config.getoption("sk_keep_checkpoints"),
+                **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS},
                 **({"session": workerinput["sk_session"]} if "sk_session" in workerinput else {}),
             )
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[_options_key] = options
     return config.stash[_options_key]
+
+
+def _worker_number(workerinput: dict[str, Any]) -> int | None:
+    """xdist's worker id ``gw3`` as 3; ``None`` outside xdist."""
+    worker = str(workerinput.get("workerid", ""))
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
 
 
 def _path_or_none(value: str | None) -> Path | None:

@@ -6,10 +6,12 @@ Data flows one way: arm -> data set -> model -> training -> evaluation -> verdic
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import os
 import platform
+import shutil
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,15 +24,27 @@ import torch
 from stabilitykit.arm import Arm, scale_changes
 from stabilitykit.cache import default_cache_dir
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
+from stabilitykit.judge.spikes import SpikeRule
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 from stabilitykit.record.run_record import (
+    CHECKPOINTS,
     RunRecord,
     RunWriter,
     new_run_dir,
     read_record,
 )
+from stabilitykit.record.schema import RecordError
+from stabilitykit.train.checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from stabilitykit.train.clipping import Clipper
+from stabilitykit.train.layers import LayerTelemetry
 from stabilitykit.train.loop import (
+    Hooks,
     TrainOutcome,
     TrainSetup,
     build_optimizer,
@@ -179,9 +193,11 @@ def _config(
     }
 
 
-def _setup(
+def setup_for(
     arm: Arm, data: Any, model: torch.nn.Module, clipper: Clipper, device: torch.device
 ) -> TrainSetup:
+    """The loop's setup for ``arm``: the workload's tensors and loss on ``device``, a fresh
+    optimiser, the arm's schedule and seeds (also what ``stabilitykit replay`` rebuilds)."""
     workload = arm.workload_impl
     return TrainSetup(
         model=model,
@@ -291,9 +307,21 @@ def run_arm(
     tags: dict[str, str] | None = None,
     threads: int | None = None,
     written: Arm | None = None,
+    resume: str | os.PathLike | None = None,
+    keep_checkpoints: bool = False,
 ) -> ArmResult:
     """Train, evaluate and judge ``arm``; write its record to a fresh folder under
     ``out_dir/runs/``.
+
+    At the end of every epoch the run's state goes to ``<run>/checkpoints/epoch-NNNN.pt``
+    (atomically; only the newest is kept, and none once the run has finished, unless
+    ``keep_checkpoints``: then every epoch's, for ``stabilitykit replay``). ``resume``: the run
+    folder of a killed or interrupted run of this same arm and code: it continues from its last
+    checkpoint in that folder and ends with the numbers an uninterrupted run gives (CPU: to the
+    bit). The record says so (``resumes`` in ``config.json`` and ``stats.json``: from which epoch
+    and step, and how many logged steps were replayed). A folder of another arm or code, a
+    finished run or a corrupt checkpoint is refused (``ValueError`` naming the folder and the
+    difference) before anything is written.
 
     A run that dies (non-finite loss, out of memory, an exception) still returns a result with
     its verdict and a complete record; Ctrl-C writes the record, then re-raises. ``tags`` (e.g.
@@ -312,7 +340,17 @@ def run_arm(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_arm(arm, out_dir, cache_dir, criteria, progress, tags or {}, written)
+        return _run_arm(
+            arm,
+            out_dir,
+            cache_dir,
+            criteria,
+            progress,
+            tags or {},
+            written,
+            resume,
+            keep_checkpoints,
+        )
     finally:
         torch.set_num_threads(previous)
 
@@ -325,9 +363,15 @@ def _run_arm(
     progress: bool | ProgressFn,
     tags: dict[str, str],
     written: Arm | None,
+    resume: str | os.PathLike | None = None,
+    keep_checkpoints: bool = False,
 ) -> ArmResult:
     if not isinstance(arm, Arm):
         raise TypeError(f"run_arm: arm: expected an Arm, got {type(arm).__name__}")
+    if not isinstance(keep_checkpoints, bool):
+        raise ValueError(f"keep_checkpoints: got {keep_checkpoints!r}; allowed: True or False")
+    criteria = tuple(criteria) if isinstance(criteria, Iterable) else criteria
+    prior = check_resume(Path(resume), arm) if resume is not None else None
     check_device(arm.device)
     device = torch.device(arm.device)
     workload = arm.workload_impl
@@ -335,10 +379,15 @@ def _run_arm(
         arm.data, Path(cache_dir) if cache_dir is not None else default_cache_dir()
     )
     data_hash = workload.data_hash(arm.data)
-    writer = RunWriter(new_run_dir(out_dir, arm.id))
+    writer = RunWriter(prior.path if prior is not None else new_run_dir(out_dir, arm.id))
     clipper = Clipper(arm.clip, arm.clip_value)
     history: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
+    resumes: list[dict[str, Any]] = []
+    if prior is not None:
+        resumes = prior.resume(writer)
+        history, steps = list(prior.state["history"]), prior.steps
+    saved: dict[str, Any] = {"bytes": None}
 
     def on_steps(rows: list[dict[str, Any]]) -> None:
         writer.append_steps(rows)
@@ -348,8 +397,18 @@ def _run_arm(
         history.append(row)
         writer.write_history(history)
 
+    def on_checkpoint(state: dict[str, Any]) -> None:
+        folder = writer.path / CHECKPOINTS  # the run folder's final name (config is written)
+        path = folder / checkpoint_name(state["epoch"])
+        saved["bytes"] = save_checkpoint(path, state)
+        if not keep_checkpoints:
+            for _, old in list_checkpoints(folder):
+                if old != path:
+                    old.unlink(missing_ok=True)
+
     model: torch.nn.Module | None = None
     setup: TrainSetup | None = None
+    telemetry: LayerTelemetry | None = None
     try:
         try:
             torch.manual_seed(seeds(arm)["model_init"])
@@ -359,13 +418,29 @@ def _run_arm(
                     workload.name, "build_model", f"expected an nn.Module, got {type(model)}"
                 )
             model = model.to(device)
-            writer.write_config(_config(arm, data_hash, model, clipper, tags, written))
-            setup = _setup(arm, data, model, clipper, device)
+            config = _config(arm, data_hash, model, clipper, tags, written)
+            if prior is not None:
+                config.update(created=prior.config.get("created"), resumes=resumes)
+            writer.write_config(config)
+            setup = setup_for(arm, data, model, clipper, device)
+            telemetry = LayerTelemetry(
+                model,
+                arm.layer_norm_every,
+                spike_rules(criteria),
+                lambda rows: writer.append_layers(telemetry.header(), rows),
+            )
+            hooks = Hooks(
+                resume=prior.state if prior is not None else None,
+                on_checkpoint=on_checkpoint,
+                telemetry=telemetry,
+                arm_hash=arm.hash,
+                code_fingerprint=code_fingerprint(),
+            )
             if callable(progress) or not progress:
-                outcome = train(setup, on_steps, on_epoch, progress or None)
+                outcome = train(setup, on_steps, on_epoch, progress or None, hooks)
             else:
                 with terminal_progress(arm.id) as bar:
-                    outcome = train(setup, on_steps, on_epoch, bar)
+                    outcome = train(setup, on_steps, on_epoch, bar, hooks)
         except KeyboardInterrupt:
             outcome = TrainOutcome(status="interrupted")
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
@@ -386,6 +461,14 @@ def _run_arm(
             **summarise_history(history),
         }
         stats.update(summarise_steps(steps))
+        if telemetry is not None:
+            stats["spikes"] = telemetry.spikes  # the first MAX_RECORDED per rule, with evidence
+            stats["spike_counts"] = telemetry.counts
+            stats["spike_rules"] = [r.to_dict() for r in telemetry.detector.rules]
+        stats["resumes"] = resumes
+        stats["checkpoint_bytes"] = saved["bytes"]
+        if prior is not None:
+            stats["train_seconds"] += prior.seconds
         if outcome.nonfinite_step is not None:
             stats["nonfinite"], stats["nonfinite_step"] = True, outcome.nonfinite_step
         if model is not None:
@@ -396,8 +479,91 @@ def _run_arm(
         if model is not None:
             writer.save_model(model.state_dict())
         writer.write_stats(stats, verdict)
+        if outcome.status != "interrupted" and not keep_checkpoints:
+            # finished: nothing to resume
+            shutil.rmtree(writer.path / CHECKPOINTS, ignore_errors=True)
     finally:
         writer.close()
     if outcome.status == "interrupted":
         raise KeyboardInterrupt
     return ArmResult(arm, verdict, metrics, stats, history, writer.path)
+
+
+def spike_rules(criteria: Iterable[Criterion]) -> list[SpikeRule]:
+    """The spike rules of the criteria that have one (``Spikes``), run online by the loop."""
+    if not isinstance(criteria, Iterable):
+        return []  # judging names the problem (an error verdict)
+    rules = [getattr(c, "rule", None) for c in criteria]
+    return [r for r in rules if isinstance(r, SpikeRule)]
+
+
+@dataclass
+class Resumable:
+    """A killed run folder checked for resuming: its config, last checkpoint and kept steps."""
+
+    path: Path
+    config: dict[str, Any]
+    state: dict[str, Any]
+    checkpoint: Path
+    seconds: float
+    steps: list[dict[str, Any]]
+
+    def resume(self, writer: RunWriter) -> list[dict[str, Any]]:
+        """Cut the streamed rows back to the checkpoint; the ``resumes`` list for the record."""
+        step = int(self.state["step"])
+        last = writer.truncate_streams(step)
+        self.steps = [r for r in self.steps if isinstance(r.get("step"), int) and r["step"] <= step]
+        entry = {
+            "from_epoch": int(self.state["epoch"]),
+            "from_step": step,
+            "steps_replayed": last - step,
+            "checkpoint": self.checkpoint.name,
+            "previous_session": (self.config.get("tags") or {}).get("session"),
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        return [*(self.config.get("resumes") or []), entry]
+
+
+def check_resume(path: Path, arm: Arm) -> Resumable:
+    """``path`` as a run folder that ``arm`` can resume, else ``ValueError`` naming the folder
+    and what differs. Nothing is written."""
+    where = f"resume {path}"
+    try:
+        record = read_record(path)
+    except (RecordError, OSError) as exc:
+        raise ValueError(f"{where}: not a readable run folder ({exc})") from None
+    config = record.config
+    if record.complete and record.verdict.kind is not VerdictKind.INTERRUPTED:
+        raise ValueError(
+            f"{where}: the run finished (verdict {record.verdict.kind.value}); nothing to resume"
+        )
+    if config.get("arm_hash") != arm.hash:
+        theirs, ours = config.get("arm") or {}, arm.to_dict()
+        diff = {k: (theirs.get(k), ours.get(k)) for k in ours if theirs.get(k) != ours.get(k)}
+        diff.pop("name", None)
+        raise ValueError(
+            f"{where}: a run of another arm (hash {config.get('arm_hash')} != {arm.hash}; "
+            f"record vs now: {diff})"
+        )
+    if config.get("code_fingerprint") != code_fingerprint():
+        raise ValueError(
+            f"{where}: run by other engine code (code fingerprint "
+            f"{config.get('code_fingerprint')} != {code_fingerprint()}): it would not continue "
+            "with the same numbers"
+        )
+    found = list_checkpoints(path / CHECKPOINTS)
+    if not found:
+        raise ValueError(
+            f"{where}: no checkpoint in {path / CHECKPOINTS} (killed before its first epoch "
+            "ended): run the arm afresh"
+        )
+    checkpoint = found[-1][1]
+    try:
+        state = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for key, want in (("arm_hash", arm.hash), ("code_fingerprint", code_fingerprint())):
+        if state.get(key) != want:
+            raise ValueError(f"{where}: {checkpoint.name}: {key} {state.get(key)!r} != {want!r}")
+    seconds = sum(float(r.get("seconds") or 0.0) for r in state["history"] if isinstance(r, dict))
+    return Resumable(path, config, state, checkpoint, seconds, list(record.steps))

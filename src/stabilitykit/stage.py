@@ -13,10 +13,11 @@ from typing import Any
 
 from stabilitykit.arm import AS_WRITTEN, DEVICE_PATTERN, SCALES, Arm, apply_scale
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
+from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
 from stabilitykit.names import check_path_name
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
-from stabilitykit.run import ArmResult, check_device, code_fingerprint, run_arm
+from stabilitykit.run import ArmResult, check_device, check_resume, code_fingerprint, run_arm
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,19 @@ class StudyOptions:
     cache_dir: Path | None = None
     threads: int | None = 1
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    resume: bool = False
+    keep_checkpoints: bool = False
+    worker: int | None = None  # the xdist worker's number (gw3: 3), None outside xdist
+    # each arm as a cluster job (stabilitykit.cluster): None trains in this process
+    executor: str | None = None  # "local" or "slurm"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_gpus: int | None = None  # per job; None: 1 on Slurm
+    slurm_cpus: int | None = None  # per job; None: the partition's default
+    slurm_time: int | None = None  # minutes; None: 60
+    slurm_max_timeouts: int | None = None  # requeues after a time-out; None: 3
+    slurm_signal_delay: int | None = None  # seconds before the end; None: submitit's
 
     def __post_init__(self) -> None:
         if self.scale not in (*SCALES, AS_WRITTEN):
@@ -44,11 +58,15 @@ class StudyOptions:
                 raise ValueError(
                     f"--sk-device: got {self.device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'"
                 )
-            check_device(self.device, field="--sk-device")
+            if self.executor != "slurm":  # a Slurm job checks it on its node
+                check_device(self.device, field="--sk-device")
         if self.threads is not None and (
             not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
         ):
             raise ValueError(f"--sk-threads: got {self.threads!r}; allowed: an int >= 1")
+        from stabilitykit.cluster import check_options
+
+        check_options(self)
 
     def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
         """``arm`` at this session's scale and device, seed shifted by ``replicate``."""
@@ -57,10 +75,20 @@ class StudyOptions:
         prepared = apply_scale(arm, self.scale)
         changes: dict[str, Any] = {}
         if self.device is not None:
-            changes["device"] = self.device
+            changes["device"] = self.device_for_worker()
         if replicate:
             changes["seed"] = arm.seed + replicate
         return prepared.replace(**changes) if changes else prepared
+
+    def device_for_worker(self) -> str | None:
+        """``--sk-device cuda`` under xdist: worker ``i`` takes GPU ``i`` modulo the GPUs it
+        sees (recorded per run as the arm's device); any other device as given."""
+        if self.device != "cuda" or self.worker is None:
+            return self.device
+        import torch
+
+        count = torch.cuda.device_count()
+        return f"cuda:{self.worker % count}" if count else self.device
 
     def stage_dir(self, stage: str) -> Path:
         """``out/<stage>``; ``ValueError`` when ``stage`` is not a stage name."""
@@ -82,13 +110,37 @@ def run_in_stage(
     replicate: int = 0,
     progress: Any = True,
     expect: str | None = None,
+    tags: dict[str, str] | None = None,
+    resume_from: str | Path | None = None,
 ) -> ArmResult:
     """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``;
-    ``expect``: the verdict kind the arm is meant to end with, recorded in its tags."""
+    ``expect``: the verdict kind the arm is meant to end with, recorded in its tags.
+
+    With ``options.executor`` the arm is submitted as a cluster job and this waits for it
+    (:mod:`stabilitykit.cluster`). ``tags``: more tags for the record (a job's id);
+    ``resume_from``: the run folder to continue (a requeued job's own run)."""
+    if options.executor is not None:
+        from stabilitykit.cluster import run_as_job
+
+        return run_as_job(
+            arm,
+            stage,
+            options,
+            criteria=criteria,
+            replicate=replicate,
+            expect=expect,
+            progress=progress,
+        )
     prepared = options.prepare(arm, replicate)
-    tags = {"stage": stage, "session": options.session}
+    tags = {**(tags or {}), "stage": stage, "session": options.session}
     if expect is not None:
         tags["expect"] = expect
+    resume = Path(resume_from) if resume_from is not None else None
+    if resume is None and options.resume:  # continue what was killed, keep what finished
+        resume = find_resumable(options.stage_dir(stage), prepared)
+        finished = find_cached(options.stage_dir(stage), prepared) if resume is None else None
+        if finished is not None:
+            return result_from_record(finished)
     return run_arm(
         prepared,
         written=arm,
@@ -98,13 +150,33 @@ def run_in_stage(
         progress=progress,
         tags=tags,
         threads=options.threads,
+        resume=resume,
+        keep_checkpoints=options.keep_checkpoints,
     )
+
+
+def find_resumable(stage_dir: Path, arm: Arm) -> Path | None:
+    """The newest run folder under ``stage_dir`` that ``arm`` can resume (killed or interrupted,
+    same arm and code, a checkpoint in it), else ``None``: the arm then runs afresh."""
+    best: tuple[Any, Path] | None = None
+    for path in find_runs(stage_dir):
+        try:
+            record = read_record(path)
+        except (ValueError, OSError):
+            continue
+        if record.config.get("arm_hash") != arm.hash:
+            continue
+        try:
+            check_resume(path, arm)
+        except ValueError:
+            continue
+        if best is None or (record.created, path.name) > (best[0], best[1].name):
+            best = (record.created, path)
+    return best[1] if best is not None else None
 
 
 def check_expect(expect: Any) -> str | None:
     """``expect`` as a verdict kind's value, or ``None``; a ``ValueError`` names the allowed."""
-    from stabilitykit.judge.verdict import VerdictKind
-
     if expect is None:
         return None
     kinds = tuple(k.value for k in VerdictKind)
@@ -115,8 +187,8 @@ def check_expect(expect: Any) -> str | None:
 
 
 def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
-    """The newest complete record (by :attr:`RunRecord.created`) under ``stage_dir`` of exactly
-    this arm, run by this code; unreadable records are passed over."""
+    """The newest finished record (by :attr:`RunRecord.created`; not ``interrupted``) under
+    ``stage_dir`` of exactly this arm, run by this code; unreadable records are passed over."""
     best: RunRecord | None = None
     for path in find_runs(stage_dir):
         try:
@@ -126,6 +198,7 @@ def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
         cfg = record.config
         if (
             record.complete
+            and record.verdict.kind is not VerdictKind.INTERRUPTED
             and cfg.get("arm_hash") == arm.hash
             and cfg.get("code_fingerprint") == code_fingerprint()
             and (best is None or (record.created, path.name) > (best.created, best.path.name))

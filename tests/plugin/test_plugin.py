@@ -49,6 +49,8 @@ def test_options_are_in_the_help(pytester):
         "--sk-baseline",
         "--sk-require-baseline",
         "--sk-accept",
+        "--sk-resume",
+        "--sk-keep-checkpoints",
     ):
         result.stdout.fnmatch_lines([f"*{option}*"])
 
@@ -423,3 +425,29 @@ def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression
     other.write_text(other.read_text().replace('"collapsed"', '"stable"'))
     regressed = run(pytester, cache, "--sk-baseline", "bl", "--sk-require-baseline")
     regressed.assert_outcomes(xfailed=1, failed=1)
+
+
+ONE_ARM = """
+@pytest.mark.stability
+@pytest.mark.stage_a
+def test_control(run_arm):
+    run_arm(CONTROL, criteria=LENIENT)
+"""
+
+
+def test_resume_continues_a_killed_run_in_its_folder(pytester, cache):
+    pytester.makepyfile(HEADER + ONE_ARM)
+    run(pytester, cache, "--sk-keep-checkpoints").assert_outcomes(passed=1)
+    runs = pytester.path / "reports" / "stage_a" / "runs"
+    (folder,) = runs.iterdir()
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir())[-1] == "epoch-0002.pt"
+    first = json.loads((folder / "stats.json").read_text())
+    (folder / "stats.json").unlink()  # as a kill after the last epoch's checkpoint leaves it
+    run(pytester, cache, "--sk-resume").assert_outcomes(passed=1)
+    assert list(runs.iterdir()) == [folder]  # no new run folder
+    again = json.loads((folder / "stats.json").read_text())
+    assert again["verdict"] == first["verdict"]
+    assert again["stats"]["best_val_loss"] == first["stats"]["best_val_loss"]
+    (entry,) = again["stats"]["resumes"]
+    assert (entry["from_epoch"], entry["steps_replayed"]) == (2, 0)
+    assert not (folder / "checkpoints").exists()  # finished, not asked to keep them

@@ -8,10 +8,12 @@ import torch
 
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 from stabilitykit.record.run_record import (
+    LAYERS,
     UNFINISHED,
     RunWriter,
     find_runs,
     new_run_dir,
+    read_layers,
     read_record,
     scan_runs,
     time_of_name,
@@ -158,6 +160,52 @@ def test_steps_of_the_wrong_shape_are_named(tmp_path):
     (path / "config.json").write_text("[" * 100_000)
     with pytest.raises(RecordError, match=r"config.json: "):
         read_record(path)
+
+
+def test_layer_rows_read_back_by_the_header_names(tmp_path):
+    path = write_run(tmp_path)
+    assert read_layers(path / LAYERS) == ([], [])  # no layer telemetry: nothing, no error
+    writer = RunWriter(path)
+    header = {"layers": ["encoder", "blocks.0.spectral"], "every": 5}
+    periodic = {"step": 1, "epoch": 1, "grad_norm": [0.5, 2.0], "update_ratio": [1e-3, None]}
+    spike = {"step": 3, "epoch": 1, "grad_norm": [0.7, 40.0], "spike": True}
+    writer.append_layers(header, [periodic])
+    writer.append_layers(header, [spike])  # the header is written once
+    assert read_layers(path / LAYERS) == (header["layers"], [periodic, spike])
+    with open(path / LAYERS, "a") as f:
+        f.write('{"step": 6, "epoch": 2, "grad_n')  # killed mid-line: dropped
+    assert read_layers(path / LAYERS)[1] == [periodic, spike]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{broken", r"layers.jsonl: line 3 is not valid JSON"),
+        ("[1, 2]", r"layers.jsonl: line 3: got list"),
+        ('{"epoch": 1, "grad_norm": [1, 2]}', r"layers.jsonl: line 3: step: got null"),
+        ('{"step": 2, "grad_norm": [1]}', r"line 3: grad_norm: got list \[1\]; expected 2"),
+        ('{"step": 2, "grad_norm": [1, "x"]}', r"line 3: grad_norm: got list"),
+        ('{"step": 2, "grad_norm": [1, 2], "update_ratio": 3}', r"line 3: update_ratio: got"),
+    ],
+)
+def test_malformed_layer_rows_are_named_by_file_and_line(tmp_path, line, message):
+    path = write_run(tmp_path)
+    writer = RunWriter(path)
+    writer.append_layers({"layers": ["a", "b"], "every": 1}, [{"step": 1, "grad_norm": [1, 2]}])
+    with open(path / LAYERS, "a") as f:
+        f.write(line + "\n" + json.dumps({"step": 4, "grad_norm": [1, 2]}) + "\n")
+    with pytest.raises(RecordError, match=message):
+        read_layers(path / LAYERS)
+
+
+def test_a_layers_file_without_its_header_is_named(tmp_path):
+    path = write_run(tmp_path)
+    (path / LAYERS).write_text(json.dumps(stamp({"kind": "header"})) + "\n")
+    with pytest.raises(RecordError, match=r"layers.jsonl: line 1: got dict .*header naming"):
+        read_layers(path / LAYERS)
+    (path / LAYERS).write_text(json.dumps({"layers": ["a"]}) + "\n")
+    with pytest.raises(RecordError, match=r"layers.jsonl: not a stabilitykit.run file"):
+        read_layers(path / LAYERS)
 
 
 def test_a_run_folder_is_complete_or_nothing(tmp_path):

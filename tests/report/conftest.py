@@ -138,7 +138,9 @@ def make_run(tmp_path):
     written before the block existed, whose arm names no workload either);
     ``reconstruction`` one of ``amplitude``, ``phase`` (complex) or ``field`` (real);
     ``scale_changes`` the config's ``{field: [as written, as run]}`` (``None``: left out, as a
-    record written before configs carried it)."""
+    record written before configs carried it); ``tags`` the config's tags (e.g. ``{"expect":
+    "diverged"}``); ``layers`` a ``layers.jsonl`` as ``(header, rows)``. Spikes go in
+    ``stats={"spikes": [...]}`` (left out: a record written before spike detection)."""
 
     def make(
         name: str = "control",
@@ -158,6 +160,8 @@ def make_run(tmp_path):
         scale: str = "ci",
         workload: str | dict | None = "gridlines",
         scale_changes: dict | None = None,
+        tags: dict | None = None,
+        layers: tuple[dict, list[dict]] | None = None,
     ):
         block = WORKLOADS.get(workload) if isinstance(workload, str) else workload
         arm_dict = {
@@ -197,9 +201,13 @@ def make_run(tmp_path):
             config["workload"] = block
         if scale_changes is not None:
             config["scale_changes"] = scale_changes
+        if tags is not None:
+            config["tags"] = tags
         writer.write_config(config)
         writer.append_steps(steps_rows() if steps is None else steps)
         writer.write_history(history_rows() if history is None else history)
+        if layers is not None:
+            writer.append_layers(*layers)
         if reconstruction is not None:
             truth = truth_of(reconstruction)
             writer.save_reconstruction(truth * 0.9 + 0.01, truth)
@@ -213,3 +221,44 @@ def make_run(tmp_path):
         return read_record(writer.path)
 
     return make
+
+
+LAYER_NAMES = ["lift", "blocks.0.spectral", "blocks.1.spectral", "project"]
+
+
+def spike(step, signal="loss", value=0.8, baseline=0.2, limit=0.4, top=None):
+    """One entry of ``stats["spikes"]``, as the training loop records it."""
+    return {
+        "criterion": "loss_spikes" if signal == "loss" else "grad_norm_spikes",
+        "signal": signal,
+        "step": step,
+        "epoch": 1 + step // 2,
+        "value": value,
+        "baseline": baseline,
+        "limit": limit,
+        "batch": [3, 17, 42],
+        "top_layers": top or [["blocks.1.spectral", 30.0], ["project", 4.0], ["lift", 1.0]],
+    }
+
+
+def layer_file(spike_steps, norms=(1.0, 2.0, 30.0, 4.0)):
+    """``(header, rows)`` of a ``layers.jsonl``: a periodic row at step 0, a spike row at each
+    of ``spike_steps`` (grad norms ``norms``, one per :data:`LAYER_NAMES`)."""
+    rows = [{"step": 0, "epoch": 1, "grad_norm": [0.1] * 4, "update_ratio": [1e-3] * 4}]
+    rows += [
+        {"step": s, "epoch": 1 + s // 2, "grad_norm": list(norms), "spike": True}
+        for s in spike_steps
+    ]
+    return {"layers": LAYER_NAMES, "every": 50}, rows
+
+
+@pytest.fixture
+def make_spike():
+    """:func:`spike`, for tests (a conftest is not importable under ``--import-mode=importlib``)."""
+    return spike
+
+
+@pytest.fixture
+def make_layers():
+    """:func:`layer_file`, for tests."""
+    return layer_file

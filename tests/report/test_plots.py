@@ -13,8 +13,11 @@ from stabilitykit.report.plots import (
     plot_grad_norms,
     plot_losses,
     plot_reconstructions,
+    plot_spike_layers,
     reconstruction_figure,
     remove_plane,
+    spike_layers,
+    spike_layers_figure,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -258,3 +261,85 @@ def test_a_reference_stays_its_own_line_beside_the_seeds_of_the_same_recipe(make
         ("stage_a/control", 1),
         ("control (2 seeds: 1, 2)", 2),
     ]
+
+
+# --- spikes ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spiky(make_run, make_spike, make_layers):
+    """A loss spike at step 2 (epoch 2 of the conftest's steps: steps 2 and 3) and a grad-norm
+    spike at step 4 (the worst: 4 × its limit), with a ``layers.jsonl`` row at each."""
+    spikes = [
+        make_spike(2, value=0.3, baseline=0.1, limit=0.2),
+        make_spike(4, signal="grad_norm_preclip", value=160.0, baseline=20.0, limit=40.0),
+    ]
+    layers = make_layers([2, 4], norms=(1.0, 150.0, 20.0, 5.0))
+    return make_run("spiky", stats={"spikes": spikes}, layers=layers)
+
+
+def _spike_marks(ax):
+    return [line for line in ax.lines if line.get_gid() == "spike"]
+
+
+def test_spikes_are_marked_on_their_curves_and_explained_once(spiky, make_run):
+    records = {"spiky": spiky, "calm": make_run("calm", stats={"spikes": []})}
+    pre, post = _data_axes(grad_norm_figure(records))
+    (mark,) = _spike_marks(pre)  # the grad-norm spike, at its step and value
+    assert list(mark.get_xdata()) == [4.0] and list(mark.get_ydata()) == [160.0]
+    assert mark.get_linestyle() == "None" and mark.get_markeredgecolor() == "red"
+    assert not _spike_marks(post)  # the optimiser got the clipped norm: nothing to mark
+    fig = loss_figure(records)
+    train, val = _data_axes(fig)
+    (mark,) = _spike_marks(train)  # the loss spike, at step 2's place in epoch 2 (steps 2, 3)
+    assert list(mark.get_xdata()) == [1.5] and list(mark.get_ydata()) == [0.3]
+    assert not _spike_marks(val)
+    (legend,) = fig.legends
+    texts = [t.get_text().replace("\n", " ") for t in legend.get_texts()]
+    assert sum("spike" in t for t in texts) == 1
+
+
+def test_no_spike_no_mark_and_no_legend_entry(make_run):
+    records = {"old": make_run("old"), "calm": make_run("calm", stats={"spikes": []})}
+    for fig in (grad_norm_figure(records), loss_figure(records)):
+        assert not [m for ax in _data_axes(fig) for m in _spike_marks(ax)]
+        (legend,) = fig.legends
+        assert not any("spike" in t.get_text() for t in legend.get_texts())
+
+
+def test_the_bar_chart_is_only_for_an_arm_with_spikes(spiky, make_run, tmp_path):
+    records = {
+        "spiky": spiky,
+        "calm": make_run("calm", stats={"spikes": []}),
+        "old": make_run("old"),
+    }
+    (item,) = spike_layers(records)
+    assert item.arm == "spiky" and item.stem == "spike_layers-spiky" and item.complete
+    assert item.spike["step"] == 4  # the worst: furthest past its limit
+    assert item.layers == (
+        ("lift", 1.0),
+        ("blocks.0.spectral", 150.0),
+        ("blocks.1.spectral", 20.0),
+        ("project", 5.0),
+    )  # every layer at that step, from layers.jsonl, in the model's order
+    path = plot_spike_layers(item, tmp_path / "plots" / f"{item.stem}.png")
+    assert png_size(path)[0] > 300
+    assert spike_layers({"calm": records["calm"], "old": records["old"]}) == []
+    (ax,) = spike_layers_figure(item).axes
+    norms = [bar.get_width() for bar in ax.patches]
+    assert norms == [1.0, 150.0, 20.0, 5.0]
+    assert [bar.get_facecolor()[:3] for bar in ax.patches].count((1.0, 0.0, 0.0)) == 1
+
+
+def test_the_bar_chart_falls_back_to_the_spikes_top_layers(make_run, make_spike):
+    top = [["blocks.3.spectral", 9.0], ["lift", 2.0]]
+    rec = make_run("nolayers", stats={"spikes": [make_spike(3, top=top)]})  # no layers.jsonl
+    seeds = {
+        "nolayers seed 1": rec,
+        "nolayers seed 2": make_run("nolayers", seed=2, stats={"spikes": []}),
+    }
+    (item,) = spike_layers(seeds)  # one chart per arm, from the seed that spiked
+    assert item.arm == "nolayers (2 seeds: 1, 2)" and item.record is rec
+    assert not item.complete and item.layers == (("blocks.3.spectral", 9.0), ("lift", 2.0))
+    title = spike_layers_figure(item)._suptitle.get_text().replace("\n", " ")
+    assert "top 2 layers" in title and "seed 1" in title and "step 3" in title

@@ -525,3 +525,102 @@ def test_a_seeded_stage_of_mixed_workloads_and_old_records_writes_everything(mak
     metrics = read_stage_metrics(report.files["metrics"])
     assert [r["arm_name"] for r in metrics["rows"]] == ["image"] * 3 + ["darcy"] * 2 + ["old"] * 2
     assert metrics["differing_fields"] == ["workload", "loss"]
+
+
+# --- spikes and expected verdicts ---------------------------------------------------------------
+
+
+@pytest.fixture
+def spiky_runs(make_run, make_spike, make_layers):
+    """A run with three spikes (the worst: a grad-norm spike at step 2, 4 × its limit) and a
+    ``layers.jsonl``, a run with none, and one written before spike detection."""
+    spikes = [
+        make_spike(4, value=0.5, baseline=0.2, limit=0.4),  # 1.25 × its limit
+        make_spike(2, signal="grad_norm_preclip", value=80.0, baseline=10.0, limit=20.0),
+        make_spike(5, value=0.9, baseline=0.2, limit=0.4),  # 2.25 ×
+    ]
+    return [
+        make_run("spiky", stats={"spikes": spikes}, layers=make_layers([2, 4, 5])),
+        make_run("calm", stats={"spikes": []}),
+        make_run("old"),  # no "spikes" in its stats: unknown
+    ]
+
+
+def test_the_spikes_section_gives_count_first_step_and_worst(spiky_runs, tmp_path):
+    report = build_stage_report("stage_b", spiky_runs)
+    report = write_stage_report(report, tmp_path / "out", spiky_runs)
+    md = report.files["summary"].read_text()
+    assert "## Spikes" in md
+    assert "| arm | seed | spikes | first step | worst spike | top layer (grad norm) |" in md
+    assert (
+        "| spiky | 1 | 3 (loss 2, pre-clip grad norm 1) | 2 | step 2: pre-clip grad norm 80 vs "
+        "running mean 10 (limit 20) | `blocks.1.spectral` 30 |"
+    ) in md
+    assert "| calm | 1 | 0 | – | – | – |" in md  # detection ran and found none
+    assert "| old | 1 | – | – | – | – |" in md  # older than detection: unknown, not zero
+    rows = {r["arm_name"]: r for r in read_stage_metrics(report.files["metrics"])["rows"]}
+    assert rows["spiky"]["spikes"]["count"] == 3 and rows["spiky"]["spikes"]["first_step"] == 2
+    worst = rows["spiky"]["spikes"]["worst"]
+    assert worst["step"] == 2 and worst["signal"] == "grad_norm_preclip" and worst["ratio"] == 4
+    assert rows["old"]["spikes"] is None and rows["calm"]["spikes"]["count"] == 0
+    assert "| count |" not in md and "| spikes |" not in md.split("## Spikes")[0]  # no metric
+
+
+def test_the_worst_spike_is_the_one_furthest_past_its_limit(make_run, make_spike):
+    big_but_near = make_spike(1, value=100.0, baseline=60.0, limit=90.0)  # 1.11 ×
+    small_but_far = make_spike(3, value=0.9, baseline=0.1, limit=0.2)  # 4.5 ×
+    rec = make_run("x", stats={"spikes": [big_but_near, small_but_far]})
+    (row,) = build_stage_report("s", [rec]).rows
+    assert row["spikes"]["worst"]["step"] == 3 and row["spikes"]["first_step"] == 1
+
+
+def test_no_spikes_section_without_a_record_of_spikes(make_run, tmp_path):
+    records = [make_run("old")]
+    report = write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "## Spikes" not in md and not [k for k in report.files if "spike" in k]
+
+
+def test_only_an_arm_with_spikes_gets_its_per_layer_bar_chart(spiky_runs, tmp_path):
+    report = write_stage_report(
+        build_stage_report("stage_b", spiky_runs), tmp_path / "out", spiky_runs
+    )
+    charts = {k: p for k, p in report.files.items() if k.startswith("spike_layers")}
+    assert list(charts) == ["spike_layers:spiky"]
+    assert charts["spike_layers:spiky"] == tmp_path / "out" / "plots" / "spike_layers-spiky.png"
+    assert charts["spike_layers:spiky"].exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "plots").glob("spike_layers*")) == [
+        "spike_layers-spiky.png"
+    ]
+    md = report.files["summary"].read_text()
+    link = "![per-layer grad norm at the worst spike of spiky](plots/spike_layers-spiky.png)"
+    assert link in md and "at the arm's worst spike" in md
+    assert not [n for n in report.notes if "plot" in n]
+
+
+def test_an_arm_meant_to_fail_shows_the_expected_and_the_actual_verdict(make_run, tmp_path):
+    records = [
+        make_run("control", verdict="diverged", tags={"expect": "diverged"}),
+        make_run("survivor", tags={"expect": "diverged"}),
+        make_run("plain", verdict="collapsed"),
+        make_run("killed", finish=False, tags={"expect": "diverged"}),
+    ]
+    report = write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| control | 1 | diverged (expected diverged) |" in md  # as meant: not in bold
+    assert "| survivor | 1 | stable (expected diverged: **mismatch**) |" in md
+    assert "| plain | 1 | **collapsed** |" in md  # no expectation: as before
+    assert "| killed | 1 | **interrupted** (expected diverged; not judged) |" in md
+    rows = read_stage_metrics(report.files["metrics"])["rows"]
+    assert [r["expect"] for r in rows] == ["diverged", "diverged", None, "diverged"]
+
+
+def test_the_seeds_table_counts_the_seeds_that_missed_their_expected_verdict(make_run, tmp_path):
+    tags = {"expect": "diverged"}
+    records = [make_run("control", seed=s, verdict="diverged", tags=tags) for s in (1, 2)]
+    records.append(make_run("control", seed=3, tags=tags))
+    records += [make_run("agc", seed=s, tags={"expect": "stable"}) for s in (1, 2)]
+    report = write_stage_report(build_stage_report("s", records), tmp_path / "out", records)
+    md = report.files["summary"].read_text()
+    assert "| control | 3 | diverged ×2, stable ×1 (expected diverged: **1 mismatch**) |" in md
+    assert "| agc | 2 | stable ×2 (expected stable) |" in md

@@ -10,11 +10,13 @@ floor). A stage may add :class:`NoWorseThan` a reference arm. Write your own by 
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stabilitykit.judge.spikes import SpikeRule
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 
 Failure = tuple[VerdictKind, Evidence]
@@ -280,12 +282,93 @@ class NoWorseThan:
         )
 
 
+@dataclass(frozen=True)
+class Spikes:
+    """Spikes of ``signal`` (``loss`` or ``grad_norm_preclip``) against a running baseline.
+
+    The training loop runs the rule online (:class:`~stabilitykit.judge.spikes.SpikeRule`:
+    after ``warmup`` steps, a value is a spike when it exceeds the mean of the last ``window``
+    non-spike values by more than ``atol`` and by more than ``rtol`` times that mean) and
+    records each spike with its evidence in ``stats["spikes"]``: step, epoch, the batch's sample
+    indices, the value against the running baseline, and the top layers by gradient norm at
+    that step. A spike the run recovers from is evidence, not a failure: the criterion fails
+    (verdict ``spiking``) only when there are more than ``max_spikes`` (``None``: never).
+    """
+
+    signal: str = "loss"
+    window: int = 50
+    warmup: int = 100
+    atol: float = 0.0
+    rtol: float = 1.0
+    max_spikes: int | None = None
+    name: str = "loss_spikes"
+
+    def __post_init__(self) -> None:
+        self.rule  # validates the thresholds  # noqa: B018
+        if self.max_spikes is not None and (
+            not isinstance(self.max_spikes, int)
+            or isinstance(self.max_spikes, bool)
+            or self.max_spikes < 0
+        ):
+            raise ValueError(
+                f"Spikes.max_spikes: got {self.max_spikes!r}; allowed: an int >= 0 or None"
+            )
+
+    @property
+    def rule(self) -> SpikeRule:
+        return SpikeRule(self.signal, self.window, self.warmup, self.atol, self.rtol, self.name)
+
+    def check(self, obs: Observation) -> Failure | None:
+        spikes = [
+            s
+            for s in obs.stats.get("spikes") or ()
+            if isinstance(s, Mapping) and s.get("criterion") == self.name
+        ]
+        counts = obs.stats.get("spike_counts")
+        count = counts.get(self.name, len(spikes)) if isinstance(counts, Mapping) else len(spikes)
+        if self.max_spikes is None or count <= self.max_spikes or not spikes:
+            return None
+        worst = max(spikes, key=lambda s: (s.get("value") or 0) / max(s.get("limit") or 1, 1e-30))
+        return VerdictKind.SPIKING, Evidence(
+            self.name,
+            f"{count} {self.signal} spike(s), more than {self.max_spikes}; worst: "
+            + describe_spike(worst),
+            value=_num(worst.get("value")),
+            limit=_num(worst.get("limit")),
+            step=worst.get("step"),
+            epoch=worst.get("epoch"),
+        )
+
+
+def describe_spike(spike: Mapping[str, Any], max_indices: int = 8) -> str:
+    """One line: the value against its running baseline, the batch, the top layers."""
+    batch = list(spike.get("batch") or [])
+    more = ", ..." if len(batch) > max_indices else ""
+    shown = ", ".join(str(i) for i in batch[:max_indices]) + more
+    layers = ", ".join(f"{n} {v:.3g}" for n, v in spike.get("top_layers") or [])
+    value, baseline, limit = (
+        math.nan if (x := _num(spike.get(k))) is None else x for k in ("value", "baseline", "limit")
+    )
+    text = (
+        f"{spike.get('signal')} {value:.4g} against a running mean of "
+        f"{baseline:.4g} (limit {limit:.4g}) at step "
+        f"{spike.get('step')}, epoch {spike.get('epoch')}"
+    )
+    if batch:
+        text += f"; batch samples [{shown}]"
+    if layers:
+        text += f"; top layers by grad norm: {layers}"
+    return text
+
+
 DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     Finite(),
     LossBounded(),
     GradNormBounded(),
     NoCollapse(),
     Learns(),
+    Spikes("loss", name="loss_spikes"),
+    Spikes("grad_norm_preclip", rtol=2.0, name="grad_norm_spikes"),
 )
 
 

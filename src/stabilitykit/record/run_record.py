@@ -5,6 +5,12 @@ Layout of a run folder::
     config.json     the resolved arm, effective seeds, versions, device, code fingerprint, data
                     hash, and ``created`` (ISO-8601 UTC, microseconds): when the run began
     steps.jsonl     one line per logged step, streamed (a killed run keeps its steps)
+    layers.jsonl    per-layer gradient norms and update ratios every ``layer_norm_every`` steps
+                    and at every spike: a header naming the layers once, then one line per step
+                    with one value per layer in that order (columns by position: compact, and
+                    appended as the run goes, so a killed run keeps it)
+    checkpoints/    ``epoch-NNNN.pt``, the state at the end of the last epoch (all epochs when
+                    kept); removed when the run finishes unless it was asked to keep them
     history.json    one row per epoch (epoch 0 = before training)
     metrics.json    named evaluation metrics
     stats.json      summary numbers and the verdict; written last (absent = the run never finished)
@@ -43,9 +49,12 @@ from stabilitykit.record.schema import (
     read_json,
     stamp,
     write_json,
+    write_text,
 )
 
 RECONSTRUCTION = "reconstruction.npz"
+LAYERS = "layers.jsonl"
+CHECKPOINTS = "checkpoints"
 RUNS = "runs"
 PARTIAL = ".partial"  # suffix of a run folder not yet in place (hidden: ``.<name>.partial``)
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -132,10 +141,44 @@ class RunWriter:
 
     def append_steps(self, rows: list[dict[str, Any]]) -> None:
         if self._steps is None:
+            fresh = not (self.path / STEPS).exists() or (self.path / STEPS).stat().st_size == 0
             self._steps = open(self.path / STEPS, "a", buffering=1)  # noqa: SIM115
-            self._steps.write(json.dumps(stamp({"kind": "header"})) + "\n")
+            if fresh:  # a resumed run appends to the rows it kept
+                self._steps.write(json.dumps(stamp({"kind": "header"})) + "\n")
         self._steps.write("".join(json.dumps(r) + "\n" for r in rows))
         self._steps.flush()
+
+    def append_layers(self, header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Append per-layer rows to ``layers.jsonl`` (its header first, once)."""
+        path = self.path / LAYERS
+        with open(path, "a") as f:
+            if f.tell() == 0:
+                f.write(json.dumps(stamp({"kind": "header", **header})) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    def truncate_streams(self, step: int) -> int:
+        """Keep only the rows of steps ``<= step`` in ``steps.jsonl`` and ``layers.jsonl`` (a
+        resumed run replays the rest); returns the last step logged before, for the record."""
+        self.close()
+        last = step
+        for name in (STEPS, LAYERS):
+            path = self.path / name
+            if not path.exists():
+                continue
+            lines = path.read_text().splitlines()
+            keep = lines[:1]
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a half-written last line
+                row_step = row.get("step") if isinstance(row, dict) else None
+                if isinstance(row_step, int) and name == STEPS:
+                    last = max(last, row_step)
+                if isinstance(row_step, int) and row_step <= step:
+                    keep.append(line)
+            write_text(path, "".join(line + "\n" for line in keep))
+        return last
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         write_json(self.path / HISTORY, stamp({"epochs": history}))
@@ -217,33 +260,94 @@ def created_of(config: dict[str, Any], path: Path) -> dt.datetime:
     return _EPOCH
 
 
-def read_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of a ``steps.jsonl``; a half-written last line is dropped with a note."""
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
+def _json_lines(path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
+    """``(line number, value)`` of each non-blank line of a JSON-lines file, and notes. A
+    half-written last line (a run killed mid-write) is dropped with a note; any other line that
+    is not JSON is a :class:`RecordError` naming the file and line. A missing file: nothing."""
     if not path.exists():
-        return rows, notes
+        return [], []
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError as exc:
         raise RecordError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    out: list[tuple[int, Any]] = []
+    notes: list[str] = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            out.append((i + 1, json.loads(line)))
         except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1:
                 notes.append(f"{path}: dropped a half-written last line")
                 continue
             raise RecordError(f"{path}: line {i + 1} is not valid JSON") from None
-        if i == 0:
+    return out, notes
+
+
+def read_steps(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a ``steps.jsonl``; a half-written last line is dropped with a note."""
+    lines, notes = _json_lines(path)
+    rows: list[dict[str, Any]] = []
+    for n, row in lines:
+        if n == 1:
             check_stamp(row, path)
             continue
         if not isinstance(row, dict):
-            raise RecordError(f"{path}: line {i + 1}: got {_kind(row)}; expected an object")
+            raise RecordError(f"{path}: line {n}: got {_kind(row)}; expected an object")
         rows.append(row)
     return rows, notes
+
+
+def read_layers(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """The layer names and the rows of a ``layers.jsonl`` (:data:`LAYERS`): each row's
+    ``grad_norm`` (and ``update_ratio``, when logged) has one value per name, in that order.
+
+    A missing file (a run without layer telemetry, or older than it) gives ``([], [])``; a
+    half-written last line (a killed run) is dropped. Anything else malformed (a header that is
+    not a stamped header naming the layers, a row that is not an object with an int ``step`` and
+    one number or null per layer) is a :class:`RecordError` naming the file and line, so a
+    reader never pairs a norm with the wrong layer."""
+    lines, _ = _json_lines(path)
+    if not lines:
+        return [], []
+    first, header = lines[0]
+    if first != 1:
+        raise RecordError(f"{path}: line 1: blank; expected the header")
+    check_stamp(header, path)
+    names = header.get("layers")
+    if (
+        header.get("kind") != "header"
+        or not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise RecordError(f"{path}: line 1: got {_kind(header)}; expected a header naming layers")
+    rows: list[dict[str, Any]] = []
+    for n, row in lines[1:]:
+        if not isinstance(row, dict):
+            raise RecordError(f"{path}: line {n}: got {_kind(row)}; expected an object")
+        step = row.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise RecordError(f"{path}: line {n}: step: got {_kind(step)}; expected an int")
+        for key in ("grad_norm", "update_ratio"):
+            if key in row and not _per_layer(row[key], len(names)):
+                raise RecordError(
+                    f"{path}: line {n}: {key}: got {_kind(row[key])}; expected "
+                    f"{len(names)} numbers or nulls (one per layer)"
+                )
+        rows.append(row)
+    return list(names), rows
+
+
+def _per_layer(values: Any, n: int) -> bool:
+    """Whether ``values`` is a list of ``n`` numbers or nulls."""
+    return (
+        isinstance(values, list)
+        and len(values) == n
+        and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+        )
+    )
 
 
 def read_record(path: str | os.PathLike) -> RunRecord:

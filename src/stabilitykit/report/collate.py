@@ -15,6 +15,11 @@ A row also carries the record's ``arm`` dict (as run) and its ``scale_changes`` 
 written, as run]}``, ``None`` for a record written before configs carried them), so a summary
 can say what tells its arms apart (:func:`differing_fields`), what the scale changed
 (:func:`scale_changes_of`) and whether best val losses may be compared (:func:`loss_basis`).
+
+A row carries the record's spikes as ``spikes`` (:func:`spike_summary`: how many, the first
+step, the worst; ``None`` for a record written before spike detection: unknown, not none) and
+the verdict an arm was meant to end with as ``expect`` (its ``tags.expect``; ``None`` for an
+arm meant to pass).
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "reference",
     "arm",
     "scale_changes",
+    "spikes",
+    "expect",
 )
 _NOT_METRIC = frozenset((*ROW_FIELDS, *DETAIL_COLUMNS, *ARM_COLUMNS))
 
@@ -126,7 +133,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
 )
 
 # Left out of the family hash (as in ``Arm.family_hash``): equal for the seeds of one arm.
-_NOT_FAMILY = frozenset({"name", "scale", "seed"})
+_NOT_FAMILY = frozenset({"name", "scale", "seed", "layer_norm_every"})
 
 
 def finite(x: Any) -> float | int | None:
@@ -153,6 +160,8 @@ def family_hash(config: dict[str, Any]) -> str | None:
     if not isinstance(arm, dict) or not arm:
         return None
     family = {k: v for k, v in arm.items() if k not in _NOT_FAMILY}
+    if isinstance(family.get("device"), str):  # by its type only, as the arm hashes it
+        family["device"] = family["device"].partition(":")[0]
     canonical = json.dumps(family, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -202,6 +211,8 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         "workload": decl.to_json(),
         "arm": dict(arm),
         "scale_changes": _scale_changes(config.get("scale_changes")),
+        "spikes": spike_summary(stats),
+        "expect": _expect(config.get("tags")),
     }
     for key in (*METRIC_COLUMNS, *DETAIL_COLUMNS):
         row[key] = finite(stats.get(key))
@@ -228,6 +239,74 @@ def _scale_changes(value: Any) -> dict[str, list[Any]] | None:
         return None
     return {
         str(k): list(v) for k, v in value.items() if isinstance(v, (list, tuple)) and len(v) == 2
+    }
+
+
+def _expect(tags: Any) -> str | None:
+    """The verdict kind ``tags.expect`` names (an arm meant to fail), else ``None``."""
+    value = tags.get("expect") if isinstance(tags, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+# --- spikes ------------------------------------------------------------------------------------
+
+
+def spike_ratio(spike: Mapping[str, Any]) -> float:
+    """How far a spike went past its rule's limit: ``value / limit``, as the ``Spikes``
+    criterion ranks spikes (the worst is the largest); ``0`` when a number is missing."""
+    value, limit = finite(spike.get("value")), finite(spike.get("limit"))
+    if value is None or limit is None:
+        return 0.0
+    return value / max(limit, 1e-30)
+
+
+def worst_spike(spikes: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The spike of largest :func:`spike_ratio` (the first of equals); ``None`` for none."""
+    spikes = [s for s in spikes if isinstance(s, Mapping)]
+    return max(spikes, key=spike_ratio) if spikes else None
+
+
+def spike_summary(stats: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{count, by_signal, first_step, worst}`` of ``stats["spikes"]``: how many spikes (and
+    per signal), the first step flagged and the worst spike (:func:`worst_spike`: criterion,
+    signal, step, epoch, value, baseline (the running mean), limit, ratio and its top layer
+    ``[name, grad norm]``, or ``None``). ``None`` when the stats have no ``spikes`` list: a
+    record written before spike detection, whose spikes are unknown (not zero)."""
+    spikes = stats.get("spikes")
+    if not isinstance(spikes, list):
+        return None
+    spikes = [s for s in spikes if isinstance(s, Mapping)]
+    by_signal: dict[str, int] = {}
+    for s in spikes:
+        signal = str(s.get("signal") or "?")
+        by_signal[signal] = by_signal.get(signal, 0) + 1
+    steps = [step for s in spikes if (step := finite(s.get("step"))) is not None]
+    worst = worst_spike(spikes)
+    counts = stats.get("spike_counts")  # every spike; the list keeps the first 100 per rule
+    counted = [finite(v) for v in counts.values()] if isinstance(counts, Mapping) else []
+    return {
+        "count": int(sum(v for v in counted if v is not None)) if counted else len(spikes),
+        "by_signal": by_signal,
+        "first_step": min(steps) if steps else None,
+        "worst": None if worst is None else _spike_evidence(worst),
+    }
+
+
+def _spike_evidence(spike: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of one spike for a row (finite or ``None``) and its top layer."""
+    top = spike.get("top_layers")
+    first = top[0] if isinstance(top, list) and top else None
+    top_layer = (
+        [str(first[0]), finite(first[1])]
+        if isinstance(first, (list, tuple)) and len(first) == 2
+        else None
+    )
+    return {
+        "criterion": spike.get("criterion"),
+        "signal": spike.get("signal"),
+        **{k: finite(spike.get(k)) for k in ("step", "epoch", "value", "baseline", "limit")},
+        "ratio": finite(spike_ratio(spike)),
+        "top_layer": top_layer,
     }
 
 

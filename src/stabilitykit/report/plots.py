@@ -3,7 +3,12 @@
 Loss and grad-norm plots draw one colour per arm: the seeds of an arm (records of one arm name,
 family hash and stage) are one median line and a min–max band; a single run is its own line.
 The legend sits outside the data, and explains every line style and marker (median, band, the
-× of a non-finite step). Reconstructions come from each record's ``reconstruction.npz``
+× of a non-finite step, the ○ of a spike). A spike (``stats["spikes"]``: a step whose loss or
+pre-clip grad norm exceeded its rule's limit over the running mean) is a red ring at its value:
+on the pre-clip grad-norm curve at its step, on the train-loss curve at its place in its epoch.
+An arm whose runs recorded spikes also gets a bar chart of the per-layer grad norms at its worst
+spike (:func:`spike_layers`, from the run's ``layers.jsonl``). Reconstructions come from each
+record's ``reconstruction.npz``
 (prediction and ground truth, as the workload saved them): complex images as amplitude and
 phase, real ones as one field; each row names its arm, seed, verdict and run. Nothing here
 knows a particular workload.
@@ -18,8 +23,10 @@ reconstruction gets a note in its panel or no row.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +41,9 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from stabilitykit.phase import remove_plane
-from stabilitykit.record.run_record import RunRecord
-from stabilitykit.report.collate import family_hash, finite
+from stabilitykit.record.run_record import LAYERS, RunRecord, read_layers
+from stabilitykit.record.schema import RecordError
+from stabilitykit.report.collate import family_hash, finite, spike_ratio
 
 
 def _series(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +191,85 @@ def _mark_nonfinite(ax: Axes, steps: Sequence[float], colour: Any) -> None:
     )
 
 
+#: A spike: a red ring at its value (apart from the × of a non-finite step and any arm colour).
+SPIKE_MARKER = "o"
+SPIKE_COLOUR = "red"
+_SPIKE_STYLE: dict[str, Any] = {
+    "ls": "none",
+    "marker": SPIKE_MARKER,
+    "ms": 5,
+    "mfc": "none",
+    "mec": SPIKE_COLOUR,
+    "mew": 1.2,
+}
+
+
+def record_spikes(rec: RunRecord) -> list[Mapping[str, Any]]:
+    """The spikes ``rec`` recorded (``stats["spikes"]``); none for a record without them."""
+    spikes = rec.stats.get("spikes")
+    return [s for s in spikes if isinstance(s, Mapping)] if isinstance(spikes, list) else []
+
+
+def _epoch_spans(rows: Sequence[Mapping[str, Any]]) -> dict[float, tuple[float, float]]:
+    """Per epoch, its first and last logged step."""
+    spans: dict[float, tuple[float, float]] = {}
+    for r in rows:
+        epoch, step = finite(r.get("epoch")), finite(r.get("step"))
+        if epoch is None or step is None:
+            continue
+        first, last = spans.get(epoch, (step, step))
+        spans[epoch] = (min(first, step), max(last, step))
+    return spans
+
+
+def _epoch_position(spans: Mapping[float, tuple[float, float]], step: float, epoch: float) -> float:
+    """Where ``step`` of ``epoch`` falls on an epoch axis: ``epoch - 1`` plus its share of the
+    epoch's logged steps (an epoch's train loss is drawn at ``epoch``, after its steps)."""
+    if epoch not in spans:
+        return float(epoch)
+    first, last = spans[epoch]
+    share = (step - first + 1) / (last - first + 1)
+    return float(epoch - 1 + min(max(share, 0.0), 1.0))
+
+
+def spike_points(rec: RunRecord, signal: str, x_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, value)`` of ``rec``'s spikes of ``signal`` with a positive finite value (a log
+    axis): x the step, or on an epoch axis (``x_key == "epoch"``) the step's place in its
+    epoch (:func:`_epoch_position`)."""
+    spans = _epoch_spans(rec.steps) if x_key == "epoch" else {}
+    xs, ys = [], []
+    for spike in record_spikes(rec):
+        step, epoch, value = (finite(spike.get(k)) for k in ("step", "epoch", "value"))
+        if spike.get("signal") != signal or step is None or value is None or value <= 0:
+            continue
+        if x_key == "epoch":
+            if epoch is None:
+                continue
+            xs.append(_epoch_position(spans, step, epoch))
+        else:
+            xs.append(float(step))
+        ys.append(float(value))
+    return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+
+
+def _mark_spikes(ax: Axes, xs: np.ndarray, ys: np.ndarray) -> bool:
+    """A red ring at each spike's ``(x, value)``; returns whether there was one."""
+    if not xs.size:
+        return False
+    ax.plot(xs, ys, **_SPIKE_STYLE, zorder=3, gid="spike")
+    return True
+
+
 def _legend(
     fig: Figure,
     arms: Sequence[tuple[str, Any]],
     banded: bool,
     nonfinite: bool,
+    spikes: bool = False,
 ) -> None:
     """The figure's legend, outside the axes on the right: one entry per arm (its colour), then
     what the styles mean: the median line and min–max band (when an arm has several seeds),
-    the × of a non-finite step (when there is one)."""
+    the × of a non-finite step (when there is one), the ring of a spike (when there is one)."""
     if not arms:
         return
     handles: list[Any] = [Line2D([], [], color=c, lw=2) for _, c in arms]
@@ -207,6 +285,9 @@ def _legend(
             Line2D([], [], ls="none", marker=NONFINITE_MARKER, color="0.25", ms=6, mew=1.5)
         )
         labels.append("×: non-finite at that step")
+    if spikes:
+        handles.append(Line2D([], [], **_SPIKE_STYLE))
+        labels.append("○ spike: the value at a step a spike rule flagged")
     fig.legend(
         handles,
         [textwrap.fill(label, 36) for label in labels],
@@ -231,15 +312,18 @@ def _curves_figure(
     x_key: str,
     lw: float,
     empty: str,
+    spike_signals: Mapping[str, str] | None = None,
 ) -> Figure:
     """Two panels (``(y key, title)`` each) of one series per record from ``history`` or
-    ``steps`` (``source``), drawn per arm (:func:`arm_groups`, :func:`_draw_arm`)."""
+    ``steps`` (``source``), drawn per arm (:func:`arm_groups`, :func:`_draw_arm`);
+    ``spike_signals`` (y key -> spike signal): the panels whose curves get their arms' spikes
+    marked (:func:`spike_points`)."""
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     axes = fig.subplots(1, len(panels_), sharey=True)
     groups = arm_groups(records_by_label)
     colours = arm_colours(len(groups))
     shown: dict[str, Any] = {}
-    banded = nonfinite = False
+    banded = nonfinite = spiked = False
     for ax, (key, title) in zip(axes, panels_, strict=True):
         drawn = False
         for (label, recs), colour in zip(groups, colours, strict=True):
@@ -249,6 +333,11 @@ def _curves_figure(
                 drawn = True
                 shown[label] = colour
                 banded |= sum(1 for x, _ in series if x.size) > 1
+                signal = (spike_signals or {}).get(key)
+                if signal is not None:
+                    points = [spike_points(rec, signal, x_key) for rec in recs]
+                    xs = np.concatenate([x for x, _ in points])
+                    spiked |= _mark_spikes(ax, xs, np.concatenate([y for _, y in points]))
             if source == "steps":
                 bad = [s for r in rows for s in _nonfinite_steps(r, key)]
                 _mark_nonfinite(ax, bad, colour)
@@ -261,7 +350,7 @@ def _curves_figure(
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _finish(ax, drawn, empty.format(title=title))
     order = [(label, c) for (label, _), c in zip(groups, colours, strict=True) if label in shown]
-    _legend(fig, order, banded, nonfinite)
+    _legend(fig, order, banded, nonfinite, spiked)
     return fig
 
 
@@ -278,8 +367,9 @@ def _losses_differ(records: Sequence[RunRecord]) -> bool:
 
 def loss_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
     """Train (left) and val (right) loss per epoch, log y, one colour per arm (median and
-    min–max band over its seeds). When the arms' losses differ (another workload or loss) the
-    title says their curves do not compare."""
+    min–max band over its seeds); a loss spike is a red ring at its step's loss, placed within
+    its epoch on the train-loss panel. When the arms' losses differ (another workload or loss)
+    the title says their curves do not compare."""
     fig = _curves_figure(
         records_by_label,
         "history",
@@ -287,6 +377,7 @@ def loss_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
         "epoch",
         1.5,
         "no finite {title} logged",
+        {"train_loss": "loss"},
     )
     if _losses_differ(list(records_by_label.values())):
         fig.suptitle(
@@ -305,7 +396,7 @@ def plot_losses(records_by_label: Mapping[str, RunRecord], path: str | os.PathLi
 def grad_norm_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
     """Global gradient L2 norm per step before (left) and after (right) clipping, log y, one
     colour per arm (median and min–max band over its seeds); an × on the top edge marks a step
-    whose norm was non-finite."""
+    whose norm was non-finite, a red ring on the pre-clip curve a grad-norm spike."""
     return _curves_figure(
         records_by_label,
         "steps",
@@ -316,12 +407,134 @@ def grad_norm_figure(records_by_label: Mapping[str, RunRecord]) -> Figure:
         "step",
         0.9,
         "no finite grad norm logged",
+        {"grad_norm_preclip": "grad_norm_preclip"},
     )
 
 
 def plot_grad_norms(records_by_label: Mapping[str, RunRecord], path: str | os.PathLike) -> Path:
     """:func:`grad_norm_figure`, written to ``path``."""
     return _save(grad_norm_figure(records_by_label), path)
+
+
+# --- per-layer grad norms at the worst spike ----------------------------------------------------
+
+#: The most layers a spike's bar chart shows (the largest, in the model's order).
+MAX_BARS = 24
+SPIKE_LAYERS = "spike_layers"  # the file names' prefix: ``spike_layers-<arm>.png``
+
+
+@dataclass(frozen=True)
+class SpikeLayers:
+    """An arm's worst spike and the per-layer grad norms at it. ``arm``: the arm's plot label
+    (:func:`arm_groups`); ``stem``: a file name for its chart, unique among a stage's;
+    ``record``: the run of that spike; ``layers``: ``(name, grad norm)`` in the model's order;
+    ``complete``: every layer (from ``layers.jsonl``), else only the spike's top layers."""
+
+    arm: str
+    stem: str
+    record: RunRecord
+    spike: Mapping[str, Any]
+    layers: tuple[tuple[str, float], ...]
+    complete: bool
+
+
+def layer_norms_at(
+    rec: RunRecord, spike: Mapping[str, Any]
+) -> tuple[list[tuple[str, float]], bool]:
+    """``(layers, complete)``: each layer's grad norm at ``spike``'s step from the spike's row
+    of ``rec``'s ``layers.jsonl`` (``complete``), else the spike's own ``top_layers`` (the
+    largest few); non-finite norms left out. An unreadable ``layers.jsonl`` counts as none."""
+    try:
+        names, rows = read_layers(rec.path / LAYERS)
+    except (RecordError, OSError):
+        names, rows = [], []
+    for row in rows:
+        if row.get("spike") and row.get("step") == spike.get("step") and "grad_norm" in row:
+            pairs = zip(names, row["grad_norm"], strict=True)
+            return [(n, float(v)) for n, v in pairs if finite(v) is not None], True
+    top = spike.get("top_layers") if isinstance(spike.get("top_layers"), list) else []
+    pairs = [t for t in top if isinstance(t, (list, tuple)) and len(t) == 2]
+    return [(str(n), float(v)) for n, v in pairs if finite(v) is not None], False
+
+
+def _file_stem(label: str, rec: RunRecord, taken: set[str]) -> str:
+    """``spike_layers-<arm name>``: the name made safe for a file, unique among ``taken``."""
+    arm = rec.arm if isinstance(rec.arm, dict) else {}
+    name = str(arm.get("name") or _stem(label))
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:48] or "arm"
+    stem, n = f"{SPIKE_LAYERS}-{slug}", 1
+    while stem in taken:
+        n += 1
+        stem = f"{SPIKE_LAYERS}-{slug}-{n}"
+    taken.add(stem)
+    return stem
+
+
+def spike_layers(records_by_label: Mapping[str, RunRecord]) -> list[SpikeLayers]:
+    """One :class:`SpikeLayers` per arm (:func:`arm_groups`) whose runs recorded a spike: its
+    worst (largest ``value / limit`` over its seeds, as the ``Spikes`` criterion ranks them)
+    with the per-layer grad norms at it (:func:`layer_norms_at`). Arms without spikes, or whose
+    worst spike has no per-layer norms, get none: only they would have a chart to show."""
+    out: list[SpikeLayers] = []
+    taken: set[str] = set()
+    for label, recs in arm_groups(records_by_label):
+        candidates = [(rec, spike) for rec in recs for spike in record_spikes(rec)]
+        if not candidates:
+            continue
+        rec, spike = max(candidates, key=lambda c: spike_ratio(c[1]))
+        layers, complete = layer_norms_at(rec, spike)
+        if layers:
+            stem = _file_stem(label, rec, taken)
+            out.append(SpikeLayers(label, stem, rec, spike, tuple(layers), complete))
+    return out
+
+
+def _g(x: Any) -> str:
+    value = finite(x)
+    return "?" if value is None else f"{value:.4g}"
+
+
+def spike_layers_figure(item: SpikeLayers) -> Figure:
+    """A bar per layer: its pre-clip grad norm at the arm's worst spike, in the model's order
+    (top to bottom), the largest in red; the :data:`MAX_BARS` largest when there are more. The
+    title names the arm, seed, run, step and the spike's value against its running mean, and
+    says when only the spike's top layers were recorded."""
+    layers = list(item.layers)
+    if len(layers) > MAX_BARS:
+        keep = set(sorted(range(len(layers)), key=lambda i: -layers[i][1])[:MAX_BARS])
+        layers = [pair for i, pair in enumerate(layers) if i in keep]
+    names = [n for n, _ in layers]
+    norms = np.array([v for _, v in layers], dtype=float)
+    fig = Figure(figsize=(6.4, 1.6 + 0.22 * len(layers)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(layers))
+    colours = ["0.55"] * len(layers)
+    colours[int(np.argmax(norms))] = SPIKE_COLOUR
+    ax.barh(y, norms, color=colours)
+    ax.set_yticks(y, labels=[textwrap.shorten(n, 40, placeholder="…") for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("grad norm before clipping (L2 over the layer's parameters)", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    s = item.spike
+    seed = _seed_of(item.record)
+    what = {"grad_norm_preclip": "pre-clip grad norm"}.get(str(s.get("signal")), s.get("signal"))
+    title = (
+        f"{item.arm}: worst spike at step {s.get('step')} (epoch {s.get('epoch')}), {what} "
+        f"{_g(s.get('value'))} vs running mean {_g(s.get('baseline'))} (limit "
+        f"{_g(s.get('limit'))}); seed {seed if seed is not None else '?'}, run "
+        f"{item.record.path.name}"
+    )
+    if not item.complete:
+        title += f". Only the spike's top {len(item.layers)} layers were recorded"
+    elif len(item.layers) > len(layers):
+        title += f". The {len(layers)} largest of {len(item.layers)} layers"
+    fig.suptitle(textwrap.fill(title, 80), fontsize=8)
+    return fig
+
+
+def plot_spike_layers(item: SpikeLayers, path: str | os.PathLike) -> Path:
+    """:func:`spike_layers_figure`, written to ``path``."""
+    return _save(spike_layers_figure(item), path)
 
 
 def _image(x: np.ndarray) -> np.ndarray | None:

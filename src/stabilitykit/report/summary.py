@@ -14,6 +14,11 @@ one), so :func:`stabilitykit.gate.arm_run` gates a row by its own workload's rul
 (and references), the key fields they share on one line, and what ``--sk-scale`` changed (once
 when common, else per arm). Best val loss is each arm's own training loss: when the arms'
 workloads or losses differ it is marked ``†`` with a footnote, and no ranking uses it.
+
+An arm meant to fail (``tags.expect``) shows its verdict beside the expected one, a mismatch in
+bold. When a run's record has spikes (``stats["spikes"]``), a Spikes table gives per run their
+count, first step, the worst and its top layer (``–`` for a record older than spike detection),
+and each arm with spikes gets a bar chart of the per-layer grad norms at its worst spike.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stabilitykit.gate.metrics import workload_of
+from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import check_plain_name
 from stabilitykit.record.run_record import RunRecord
 from stabilitykit.record.schema import (
@@ -75,6 +81,7 @@ from stabilitykit.report.narrative import (
     stage_title,
 )
 
+INTERRUPTED = VerdictKind.INTERRUPTED.value
 STAGE_METRICS_SCHEMA = "stabilitykit.stage_metrics"
 STAGE_METRICS_VERSION = 1
 
@@ -227,6 +234,8 @@ def write_stage_report(
                 files[key] = _write_plot(plot, chosen, plot_dir / f"{key}.png")
             except Exception as exc:  # a plot must not cost the summary
                 notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
+        own = {label: rec for label, rec in every.items() if label not in (references or {})}
+        files.update(_spike_plots(own, plot_dir, notes))
     report = dataclasses.replace(report, files=files, notes=tuple(notes))
     summary_path = out / "summary.md"
     write_text(summary_path, render_markdown(report, records, out))
@@ -234,7 +243,30 @@ def write_stage_report(
     return report
 
 
-def _write_plot(plot: Any, chosen: Mapping[str, RunRecord], path: Path) -> Path:
+def _spike_plots(
+    records_by_label: Mapping[str, RunRecord], plot_dir: Path, notes: list[str]
+) -> dict[str, Path]:
+    """The bar chart of per-layer grad norms at each arm's worst spike
+    (:func:`~stabilitykit.report.plots.spike_layers`: only arms with spikes), under
+    ``spike_layers:<arm label>``; a failure is a note, as for the other plots."""
+    from stabilitykit.report import plots
+
+    files: dict[str, Path] = {}
+    try:
+        items = plots.spike_layers(records_by_label)
+    except Exception as exc:  # a plot must not cost the summary
+        notes.append(f"plot {SPIKE_LAYERS_KEY} failed: {type(exc).__name__}: {exc}")
+        return files
+    for item in items:
+        try:
+            path = _write_plot(plots.plot_spike_layers, item, plot_dir / f"{item.stem}.png")
+            files[f"{SPIKE_LAYERS_KEY}:{item.arm}"] = path
+        except Exception as exc:
+            notes.append(f"plot {item.stem} failed: {type(exc).__name__}: {exc}")
+    return files
+
+
+def _write_plot(plot: Any, chosen: Any, path: Path) -> Path:
     """``plot(chosen, tmp)`` to a temp file beside ``path``, renamed into place."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
@@ -284,14 +316,22 @@ PLOT_CAPTIONS = {
 #: What each plot shows, under it in ``summary.md``.
 PLOT_NOTES = {
     "losses": "Train (left) and val (right) loss per epoch, log scale, one colour per arm. An arm "
-    "with several seeds is drawn as the median over its seeds (line) and their min–max (band).",
+    "with several seeds is drawn as the median over its seeds (line) and their min–max (band); "
+    "a red ring is a loss spike (that step's loss, placed within its epoch).",
     "grad_norms": "Global gradient L2 norm per step before (left) and after (right) clipping, log "
     "scale, one colour per arm: the median over the arm's seeds (line) and their min–max (band); "
-    "an × on the top edge marks a step whose norm was non-finite.",
+    "an × on the top edge marks a step whose norm was non-finite, a red ring a grad-norm spike.",
     "reconstructions": "Ground truth beside the prediction on the truth's colour range. One row "
     "per arm: its first stable seed, and its first failed one when a seed failed; each row is "
     "labelled with its arm, seed, verdict and run.",
 }
+#: The key prefix of a spike's per-layer bar chart in :attr:`StageReport.files`.
+SPIKE_LAYERS_KEY = "spike_layers"
+SPIKE_LAYERS_NOTE = (
+    "Each layer's gradient L2 norm before clipping at the arm's worst spike (the largest value "
+    "/ limit over its seeds), in the model's order, the largest in red, from the run's "
+    "`layers.jsonl`; when that file has no row for the step, only the spike's top layers."
+)
 DAGGER = "†"
 
 
@@ -355,23 +395,83 @@ def loss_footnote(report: StageReport) -> str:
     )
 
 
+def verdict_cell(row: Mapping[str, Any], bold: bool = True) -> str:
+    """A run's verdict for a table: in bold unless ``stable`` (when ``bold``). For an arm meant
+    to fail (``expect``) the expected verdict beside it: ``diverged (expected diverged)``, not
+    bold (the failure was the point), or a mismatch in bold: ``stable (expected diverged:
+    **mismatch**)``; an interrupted run was not judged, so it is no mismatch."""
+    verdict, expect = row["verdict"], row.get("expect")
+    shown = f"**{verdict}**" if bold and verdict not in (STABLE, expect) else verdict
+    if expect is None:
+        return shown
+    if verdict == expect:
+        return f"{shown} (expected {expect})"
+    if verdict == INTERRUPTED:
+        return f"{shown} (expected {expect}; not judged)"
+    return f"{shown} (expected {expect}: **mismatch**)"
+
+
 def _run_table(report: StageReport) -> list[str]:
     columns = stage_columns([*report.references, *report.rows])
     header = ["arm", "seed", "verdict", *(c.title for c in columns)]
     body = [
-        [f"{r['reference']} (reference)", fmt(r["seed"]), r["verdict"]]
+        [f"{r['reference']} (reference)", fmt(r["seed"]), verdict_cell(r, bold=False)]
         + [flagged_cell(report, r, c) for c in columns]
         for r in report.references
     ]
     body += [
-        [
-            r["arm_name"],
-            fmt(r["seed"]),
-            r["verdict"] if r["verdict"] == STABLE else f"**{r['verdict']}**",
-        ]
+        [r["arm_name"], fmt(r["seed"]), verdict_cell(r)]
         + [flagged_cell(report, r, c) for c in columns]
         for r in report.rows
     ]
+    return _table(header, body)
+
+
+#: How a spike's signal reads in a table.
+SIGNAL_NAMES = {"loss": "loss", "grad_norm_preclip": "pre-clip grad norm"}
+
+
+def spike_cells(summary: Mapping[str, Any] | None) -> list[str]:
+    """A run's spikes for the Spikes table (:func:`~stabilitykit.report.collate.spike_summary`):
+    count (per signal when there are two), first step, the worst (step, signal, value vs the
+    running mean, limit) and its top layer; all ``–`` for a record older than spike detection
+    (unknown, not zero)."""
+    if summary is None:
+        return [fmt(None)] * 4
+    count = str(summary["count"])
+    by_signal = summary.get("by_signal") or {}
+    if len(by_signal) > 1:
+        count += " (" + ", ".join(f"{SIGNAL_NAMES.get(k, k)} {n}" for k, n in by_signal.items())
+        count += ")"
+    worst = summary.get("worst")
+    if not worst:
+        return [count, fmt(summary.get("first_step")), fmt(None), fmt(None)]
+    signal = SIGNAL_NAMES.get(str(worst.get("signal")), str(worst.get("signal")))
+    text = (
+        f"step {fmt(worst.get('step'))}: {signal} {fmt(worst.get('value'))} vs running mean "
+        f"{fmt(worst.get('baseline'))} (limit {fmt(worst.get('limit'))})"
+    )
+    top = worst.get("top_layer")
+    layer = f"`{top[0]}` {fmt(top[1])}" if top else fmt(None)
+    return [count, fmt(summary.get("first_step")), text, layer]
+
+
+def has_spike_records(report: StageReport) -> bool:
+    """Whether any run (or reference) of ``report`` has a record of its spikes."""
+    return any(r.get("spikes") is not None for r in (*report.references, *report.rows))
+
+
+def _spike_table(report: StageReport) -> list[str]:
+    """Per run (and reference): its spikes (:func:`spike_cells`); empty when no record has
+    them."""
+    if not has_spike_records(report):
+        return []
+    header = ["arm", "seed", "spikes", "first step", "worst spike", "top layer (grad norm)"]
+    body = [
+        [f"{r['reference']} (reference)", fmt(r["seed"]), *spike_cells(r.get("spikes"))]
+        for r in report.references
+    ]
+    body += [[r["arm_name"], fmt(r["seed"]), *spike_cells(r.get("spikes"))] for r in report.rows]
     return _table(header, body)
 
 
@@ -451,6 +551,21 @@ def _other_table(report: StageReport) -> list[str]:
     return _table(["arm", "seed", *(labels.get(k, k) for k in keys)], body)
 
 
+def _expected_of(members: Sequence[Mapping[str, Any]]) -> str:
+    """`` (expected diverged)`` for the seeds of an arm meant to fail, with how many judged
+    seeds did not (`` (expected diverged: **1 mismatch**)``); empty for an arm meant to pass."""
+    expects = sorted({r["expect"] for r in members if r.get("expect")})
+    if not expects:
+        return ""
+    missed = sum(
+        1 for r in members if r.get("expect") and r["verdict"] not in (r["expect"], INTERRUPTED)
+    )
+    shown = " or ".join(expects)
+    if not missed:
+        return f" (expected {shown})"
+    return f" (expected {shown}: **{missed} mismatch{'' if missed == 1 else 'es'}**)"
+
+
 def _seed_table(report: StageReport) -> list[str]:
     metrics = declared_metrics(report.rows)
     keys = [("best val loss", "best_val_loss", None)]
@@ -476,7 +591,7 @@ def _seed_table(report: StageReport) -> list[str]:
             [
                 a.arm_name,
                 str(len(a.runs)),
-                arm_verdicts(a),
+                arm_verdicts(a) + _expected_of(arm_rows(a, report.rows)),
                 fmt_rate(a),
                 *cells,
                 fmt(a.median.get("grad_norm_preclip_p99")),
@@ -523,6 +638,20 @@ def render_markdown(
             "Metrics declared without a gate tolerance, diagnostics, and all that a record "
             "without a workload declaration logged: shown, never gated.",
         ]
+    spikes = _spike_table(report)
+    if spikes:
+        lines += [
+            "",
+            "## Spikes",
+            "",
+            *spikes,
+            "",
+            "A spike is a step whose loss or pre-clip grad norm went past its rule's limit over "
+            "the running mean of the steps before it (the rules are in each run's `stats.json`); "
+            "the worst is the largest value / limit, its top layer the one with the largest grad "
+            "norm at that step. A – for every column: the record predates spike detection, or "
+            "the run never finished (unknown, not zero).",
+        ]
     if any(len(a.runs) > 1 for a in report.arms):
         lines += ["", "## Seeds", "", *_seed_table(report), ""]
         lines.append("Medians and IQR are over the stable seeds; interrupted runs are not judged.")
@@ -543,6 +672,12 @@ def render_markdown(
     for key, caption in PLOT_CAPTIONS.items():
         if report.files.get(key):
             lines += [f"![{caption}]({_link(report.files[key], out)})", "", PLOT_NOTES[key], ""]
+    charts = [(k, p) for k, p in report.files.items() if k.startswith(f"{SPIKE_LAYERS_KEY}:")]
+    for key, path in charts:
+        arm = key.partition(":")[2]
+        lines += [f"![per-layer grad norm at the worst spike of {arm}]({_link(path, out)})", ""]
+    if charts:
+        lines += [SPIKE_LAYERS_NOTE, ""]
     lines += ["", "## Run folders", ""]
     lines += [f"- [{rec.path.name}]({_link(rec.path, out)})" for rec in records]
     if report.notes:

@@ -169,6 +169,17 @@ def final_layer_name(model: nn.Module) -> str:
 
 
 @dataclass(frozen=True)
+class Clipped:
+    """What one clipping call saw: global norms before and after (0-d device tensors), the
+    parameters with a gradient and each one's pre-clip gradient norm, in the same order."""
+
+    preclip: Tensor
+    postclip: Tensor
+    params: list[nn.Parameter]
+    norms: Sequence[Tensor]
+
+
+@dataclass(frozen=True)
 class Clipper:
     """Gradient clipping chosen by name; call it on the model after ``backward``.
 
@@ -237,28 +248,34 @@ class Clipper:
         derive the post-clip norm from the norms and factors they computed (equal up to
         rounding, one pass over the gradients fewer); ``value`` and ``agc_unit`` measure it.
         """
+        clipped = self.clip(model)
+        return clipped.preclip, clipped.postclip
+
+    def clip(self, model: nn.Module) -> Clipped:
+        """As ``__call__``, also returning the per-parameter pre-clip norms the global norm was
+        computed from (for per-layer telemetry: no norm is computed twice)."""
         with torch.no_grad():
             params = [p for p in model.parameters() if p.grad is not None]
             grads = [p.grad for p in params]
             if not grads:
-                return torch.zeros(()), torch.zeros(())
+                return Clipped(torch.zeros(()), torch.zeros(()), [], [])
+            norms = torch._foreach_norm(grads)
+            pre = _l2(norms)
             if self.algorithm == "agc":
-                norms = torch._foreach_norm(grads)
                 scales = agc_scales(norms, torch._foreach_norm(params), self.value, self.eps)
                 _foreach_scale_(grads, scales)
-                return _l2(norms), _l2(torch._foreach_mul(norms, scales))
-            pre = global_grad_norm(grads)
+                return Clipped(pre, _l2(torch._foreach_mul(norms, scales)), params, norms)
             if self.algorithm == "none":
-                return pre, pre
+                return Clipped(pre, pre, params, norms)
             if self.algorithm == "norm":
                 factor = global_norm_clip_factor(pre, self.value)
                 torch._foreach_mul_(grads, factor)
-                return pre, pre * factor
+                return Clipped(pre, pre * factor, params, norms)
             if self.algorithm == "value":
                 clip_by_value(grads, self.value)
             else:
                 self._clip_units(model)
-            return pre, global_grad_norm(grads)
+            return Clipped(pre, global_grad_norm(grads), params, norms)
 
     def _clip_units(self, model: nn.Module) -> None:
         """``agc_unit`` in place; single-unit tensors (biases, gains) in one fused batch."""

@@ -16,12 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from stabilitykit.train.clipping import Clipper
+from stabilitykit.train.checkpoint import rng_state, set_rng_state
+from stabilitykit.train.clipping import Clipped, Clipper
+from stabilitykit.train.layers import LayerTelemetry
 from stabilitykit.train.schedulers import build_scheduler
 from stabilitykit.train.telemetry import StepBuffer
 from stabilitykit.workload import Batch, LossFn, Tensors
 
-STATUSES = ("completed", "diverged", "out_of_memory", "error", "interrupted")
+#: ``stopped``: a replay reached its step.
+STATUSES = ("completed", "diverged", "out_of_memory", "error", "interrupted", "stopped")
 
 
 @dataclass
@@ -109,21 +112,65 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+@dataclass
+class Hooks:
+    """Optional extras of :func:`train`.
+
+    ``resume``: a checkpoint state (:func:`~stabilitykit.train.checkpoint.load_checkpoint`) to
+    continue from, at the start of the epoch after it. ``on_checkpoint``: receives the state at
+    the end of every epoch (the caller writes it). ``telemetry``: per-layer rows and spikes.
+    ``stop_after`` and ``inspect`` (replay): call ``inspect`` at step ``stop_after``, after the
+    backward pass and clipping, before the optimiser step, then stop (status ``stopped``).
+    ``arm_hash`` and ``code_fingerprint`` are stamped into the checkpoints.
+    """
+
+    resume: dict[str, Any] | None = None
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
+    telemetry: LayerTelemetry | None = None
+    stop_after: int | None = None
+    inspect: Callable[[StepView], None] | None = None
+    arm_hash: str = ""
+    code_fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as replay sees it: the batch (sample indices and tensors), its loss and what
+    clipping saw, before the optimiser step."""
+
+    step: int
+    epoch: int
+    indices: torch.Tensor
+    batch: Batch
+    loss: torch.Tensor
+    clipped: Clipped
+
+
 def train(
     setup: TrainSetup,
     on_steps: Callable[[list[dict[str, Any]]], None],
     on_epoch: Callable[[dict[str, Any]], None],
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> TrainOutcome:
     """Train ``setup.model``; stop at once on a non-finite loss or gradient.
 
     ``on_steps`` receives step rows (``step, epoch, lr, loss``, and every ``grad_norm_every``
     steps ``grad_norm_preclip``/``grad_norm_postclip``); ``on_epoch`` one row per epoch
     (epoch 0 is the model before training). ``KeyboardInterrupt`` is recorded as ``interrupted``
-    in the returned outcome and re-raised by the caller's choice (see ``run_arm``).
+    in the returned outcome and re-raised by the caller's choice (see ``run_arm``). ``hooks``:
+    checkpoints, resume, per-layer telemetry, replay (:class:`Hooks`).
     """
+    hooks = hooks or Hooks()
     outcome = TrainOutcome(status="completed")
-    buffer = StepBuffer(on_steps, setup.flush_every)
+    telemetry = hooks.telemetry
+
+    def sink(rows: list[dict[str, Any]]) -> None:
+        if telemetry is not None:
+            telemetry.on_rows(rows)
+        on_steps(rows)
+
+    buffer = StepBuffer(sink, setup.flush_every)
     scheduler = build_scheduler(
         setup.optimizer,
         setup.scheduler,
@@ -136,34 +183,56 @@ def train(
     train_tensors = setup.tensors.train
     n = len(train_tensors[0])
     steps_per_epoch = max(1, -(-n // setup.batch_size))
+    device = train_tensors[0].device
     started = time.perf_counter()
-    step = 0
+    step, first_epoch = 0, 1
     try:
-        row = {"epoch": 0, "train_loss": None, "val_loss": validation_loss(setup)}
-        row.update(lr=scheduler.lr, seconds=0.0)
-        outcome.history.append(row)
-        on_epoch(row)
+        if hooks.resume is not None:
+            state = hooks.resume
+            setup.model.load_state_dict(state["model"])
+            setup.optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            set_rng_state(state["rng"], device)
+            if telemetry is not None:
+                telemetry.load_state_dict(state["telemetry"])
+            outcome.history = [dict(r) for r in state["history"]]
+            step, first_epoch = int(state["step"]), int(state["epoch"]) + 1
+        else:
+            row = {"epoch": 0, "train_loss": None, "val_loss": validation_loss(setup)}
+            row.update(lr=scheduler.lr, seconds=0.0)
+            outcome.history.append(row)
+            on_epoch(row)
         setup.model.train()
-        for epoch in range(1, setup.epochs + 1):
+        for epoch in range(first_epoch, setup.epochs + 1):
             epoch_start = time.perf_counter()
-            order = torch.randperm(n, generator=generator).to(train_tensors[0].device)
+            order = torch.randperm(n, generator=generator).to(device)
             lr = scheduler.lr
             loss_sum = train_tensors[0].new_zeros((), dtype=torch.float32)
             for i in range(steps_per_epoch):
+                current = step + 1
                 index = order[i * setup.batch_size : (i + 1) * setup.batch_size]
                 setup.optimizer.zero_grad(set_to_none=True)
-                loss = batch_loss(setup, tuple(t[index] for t in train_tensors))
-                if step == 0:
+                batch = tuple(t[index] for t in train_tensors)
+                loss = batch_loss(setup, batch)
+                if current == 1 or current == hooks.stop_after:
                     check_loss(setup, loss)
                 loss.backward()
-                pre, post = setup.clipper(setup.model)
+                clipped = setup.clipper.clip(setup.model)
+                if current == hooks.stop_after:
+                    if hooks.inspect is not None:
+                        hooks.inspect(StepView(current, epoch, index, batch, loss, clipped))
+                    outcome.status = "stopped"
+                    return outcome
+                before = telemetry.snapshot(current, clipped) if telemetry is not None else None
                 setup.optimizer.step()
-                step += 1
+                step = current
+                if telemetry is not None:
+                    telemetry.after_step(step, epoch, index, clipped, before)
                 loss_sum += loss.detach()
                 logged = (step - 1) % setup.grad_norm_every == 0
-                bad = buffer.add(
-                    step, epoch, lr, loss, pre if logged else None, post if logged else None
-                )
+                pre, post = (clipped.preclip, clipped.postclip) if logged else (None, None)
+                bad = buffer.add(step, epoch, lr, loss, pre, post)
                 if bad is not None:
                     outcome.status, outcome.nonfinite_step = "diverged", bad
                     return outcome
@@ -184,6 +253,22 @@ def train(
             outcome.history.append(row)
             on_epoch(row)
             scheduler.step(val)
+            if hooks.on_checkpoint is not None:
+                hooks.on_checkpoint(
+                    {
+                        "arm_hash": hooks.arm_hash,
+                        "code_fingerprint": hooks.code_fingerprint,
+                        "epoch": epoch,
+                        "step": step,
+                        "model": setup.model.state_dict(),
+                        "optimizer": setup.optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "rng": rng_state(device),
+                        "history": [dict(r) for r in outcome.history],
+                        "telemetry": telemetry.state_dict() if telemetry is not None else {},
+                    }
+                )
     except KeyboardInterrupt:
         outcome.status = "interrupted"
     except Exception as exc:  # recorded, not swallowed: run_arm writes it into the record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau, StepLR
@@ -118,6 +119,25 @@ class EpochScheduler:
             self._torch.step(float(val_loss))
         elif self._torch is not None:
             self._torch.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch count and the torch scheduler's state (for a checkpoint)."""
+        inner = self._torch.state_dict() if self._torch is not None else {}
+        inner.pop("lr_lambdas", None)  # functions: rebuilt from the arm, not saved
+        return {"name": self.name, "epoch": self.epoch, "torch": inner}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(
+                f"EpochScheduler: the saved state is of scheduler {state.get('name')!r}, "
+                f"not {self.name!r}"
+            )
+        self.epoch = int(state["epoch"])
+        if self._torch is not None:
+            inner = dict(state["torch"])
+            if isinstance(self._torch, LambdaLR):
+                inner["lr_lambdas"] = [None] * len(self.optimizer.param_groups)
+            self._torch.load_state_dict(inner)
 
     @property
     def lr(self) -> float:

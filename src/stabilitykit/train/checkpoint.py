@@ -1,0 +1,114 @@
+"""Epoch checkpoints: everything a run needs to continue as if it had never stopped.
+
+A checkpoint holds the model, the optimiser, the lr scheduler, the shuffle generator, the global
+RNG states (torch, CUDA, numpy, Python), the step and epoch reached, the per-epoch history, the
+spike detector's state, and the arm hash and code fingerprint that produced it. It is written
+atomically (a temporary file renamed into place), so a kill at any moment leaves either the
+previous checkpoint or the new one, never half of one; it is read back with
+``torch.load(weights_only=True)``: plain tensors and containers, no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "stabilitykit.checkpoint"
+VERSION = 1
+KEYS = (
+    "format",
+    "version",
+    "arm_hash",
+    "code_fingerprint",
+    "epoch",
+    "step",
+    "model",
+    "optimizer",
+    "scheduler",
+    "generator",
+    "rng",
+    "history",
+    "telemetry",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and what is wrong."""
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The global RNG states a workload's loss or model may draw from."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss_next],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss_next))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> int:
+    """Write ``state`` to ``path`` atomically; returns its size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint read back (weights only); :class:`CheckpointError` naming the file when it is
+    unreadable, foreign, of a newer version or incomplete."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a stabilitykit checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')!r}; this stabilitykit reads "
+            f"version {VERSION}"
+        )
+    missing = [k for k in KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+    return state
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of the checkpoints in ``folder``, oldest first (temporaries left out)."""
+    out = []
+    if Path(folder).is_dir():
+        for path in Path(folder).glob("epoch-*.pt"):
+            try:
+                out.append((int(path.stem.split("-")[1]), path))
+            except (IndexError, ValueError):
+                continue
+    return sorted(out)

@@ -1,0 +1,253 @@
+"""Each arm as a cluster job through submitit, exercised with submitit's local executor (real
+subprocesses): a job's record equals an in-process run's, a preempted job is requeued and
+continues its own run from the last epoch checkpoint, bad options are named."""
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+
+import pytest
+
+submitit = pytest.importorskip("submitit")
+
+from stabilitykit import Arm  # noqa: E402
+from stabilitykit.arm import apply_scale  # noqa: E402
+from stabilitykit.cluster import (  # noqa: E402
+    ClusterError,
+    check_available,
+    job_result,
+    make_executor,
+    submit_arm,
+)
+from stabilitykit.judge.criteria import DEFAULT_CRITERIA  # noqa: E402
+from stabilitykit.stage import StudyOptions, run_in_stage  # noqa: E402
+from stabilitykit.train.checkpoint import list_checkpoints  # noqa: E402
+
+pytest_plugins = ["pytester"]
+
+#: 40 training samples in batches of 16: 3 steps per epoch, 5 epochs (as in test_resume.py).
+ARM = apply_scale(Arm(workload="darcy", layer_norm_every=2), "smoke").replace(epochs=5)
+STOP_AT = 8  # mid epoch 3: the last checkpoint is epoch 2's (step 6)
+#: What may differ between a resumed and an uninterrupted run: time, and the resume's own record.
+VOLATILE = {"train_seconds", "resumes", "checkpoint_bytes"}
+WAIT_S = 60
+
+
+@pytest.fixture
+def cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "cluster-data-cache"
+
+
+def _options(tmp_path, cache, name="out", **kw):
+    return StudyOptions(out=tmp_path / name, scale="none", cache_dir=cache, **kw)
+
+
+def _steps(folder):
+    return (folder / "steps.jsonl").read_text().splitlines()[1:]  # rows, header left out
+
+
+def _untimed(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _assert_same_numbers(result, whole):
+    assert result.metrics == whole.metrics
+    assert result.verdict == whole.verdict
+    assert _steps(result.run_dir) == _steps(whole.run_dir)
+    assert _untimed(result.history) == _untimed(whole.history)
+    same = {k: v for k, v in result.stats.items() if k not in VOLATILE}
+    assert same == {k: v for k, v in whole.stats.items() if k not in VOLATILE}
+
+
+def _wait_for(path, job):
+    """Wait until ``path`` exists; fail with the job's logs when the job ends first."""
+    deadline = time.monotonic() + WAIT_S
+    while not path.exists():
+        if job.done() or time.monotonic() > deadline:
+            pytest.fail(f"{path.name} never came; job log:\n{job.stderr()}")
+        time.sleep(0.05)
+
+
+def test_an_arm_run_as_a_local_job_records_what_an_in_process_run_records(tmp_path, cache):
+    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
+    options = _options(tmp_path, cache, executor="local")
+
+    result = run_in_stage(ARM, "stage_x", options)  # submits, waits, gathers
+
+    assert result.run_dir.parent == tmp_path / "out" / "stage_x" / "runs"
+    _assert_same_numbers(result, whole)
+    assert result.stats["resumes"] == []
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["tags"]["session"] == options.session  # the session's report takes it
+    assert config["tags"]["stage"] == "stage_x" and config["tags"]["job"]
+    job = config["tags"]["job"]
+    jobs = tmp_path / "out" / "stage_x" / "jobs"  # logs under --sk-out, nowhere else
+    assert (jobs / f"{job}_0_log.out").exists() and (jobs / f"{job}_0_log.err").exists()
+
+
+def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(tmp_path, cache):
+    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
+    options = _options(tmp_path, cache, executor="local")
+    paused = tmp_path / "paused"
+
+    def progress(step, total, info):
+        # the first attempt waits mid epoch 3 to be preempted; the requeued one passes through
+        if step == STOP_AT and not paused.exists():
+            paused.write_text(str(os.getpid()))
+            for _ in range(1200):
+                time.sleep(0.1)
+
+    job = submit_arm(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress)
+    _wait_for(paused, job)
+    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
+    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    # what Slurm does before preempting or at --signal time: submitit's signal to the task
+    # (LocalJob._interrupt signals the local controller instead, which dies of it: no requeue)
+    os.kill(int(paused.read_text()), submitit.JobEnvironment._usr_sig())
+
+    result = job_result(job, options, "stage_x")
+
+    assert result.run_dir == folder  # the same run folder, no second one
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    (entry,) = result.stats["resumes"]
+    assert (entry["from_epoch"], entry["from_step"], entry["steps_replayed"]) == (2, 6, 2)
+    assert entry["previous_session"] == options.session
+    _assert_same_numbers(result, whole)
+    assert not (folder / "checkpoints").exists()  # finished: removed
+    log = f"{job.stdout()}{job.stderr()}"
+    assert "this job is preempted" in log and "Requeued job" in log
+
+
+def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, monkeypatch):
+    """Slurm may requeue a job without submitit's signal (preemption in REQUEUE mode, a node
+    failure): the same job id runs the same submission again and continues its run."""
+    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
+    options = _options(tmp_path, cache, executor="local")
+    killed = tmp_path / "killed"
+
+    def progress(step, total, info):
+        if step == STOP_AT and not killed.exists():
+            killed.touch()
+            os.kill(os.getpid(), signal.SIGKILL)  # the node went away
+
+    job = submit_arm(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress)
+    job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
+    with pytest.raises(
+        ClusterError, match=rf"(?s)local job {job.job_id} \(stage_x\) failed.*logs: "
+    ):
+        job_result(job, options, "stage_x")
+    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
+    assert not (folder / "stats.json").exists()  # killed mid-run
+    # the requeued job: same id, same submission, run here as its node would run it
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", job.job_id)
+    delayed = submitit.helpers.DelayedSubmission.load(job.paths.submitted_pickle)
+    result = delayed.result()
+    assert result.run_dir == folder and result.stats["resumes"][0]["from_epoch"] == 2
+    _assert_same_numbers(result, whole)
+    # requeued once more after it finished: the record is taken, nothing is trained again
+    again = submitit.helpers.DelayedSubmission.load(job.paths.submitted_pickle).result()
+    assert again.run_dir == folder and again.metrics == whole.metrics
+    assert len(list(folder.parent.iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"executor": "pbs"}, "--sk-executor: got 'pbs'; allowed: one of ('local', 'slurm')"),
+        ({"executor": "slurm", "slurm_time": 0}, "--sk-slurm-time: got 0; allowed: an int >= 1"),
+        ({"executor": "slurm", "slurm_gpus": -1}, "--sk-slurm-gpus: got -1; allowed: an int >= 0"),
+        ({"executor": "slurm", "slurm_cpus": "4"}, "--sk-slurm-cpus: got '4'; allowed: an int"),
+        ({"executor": "slurm", "slurm_max_timeouts": -1}, "--sk-slurm-max-timeouts: got -1"),
+        ({"executor": "slurm", "slurm_partition": "gpu long"}, "--sk-slurm-partition: got"),
+        ({"executor": "slurm", "slurm_account": ""}, "--sk-slurm-account: got ''"),
+        ({"slurm_partition": "gpu"}, "--sk-slurm-partition: needs --sk-executor slurm"),
+        ({"slurm_gpus": 0}, "--sk-slurm-gpus: needs --sk-executor slurm or local"),
+        ({"executor": "local", "slurm_qos": "high"}, "--sk-slurm-qos: only with --sk-executor"),
+        (
+            {"executor": "slurm", "slurm_time": 2, "slurm_signal_delay": 120},
+            "--sk-slurm-signal-delay: got 120; allowed: fewer seconds than the time limit "
+            "(2 min = 120 s)",
+        ),
+    ],
+)
+def test_bad_cluster_options_are_named(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        StudyOptions(out=tmp_path, **kw)
+
+
+def test_missing_submitit_or_slurm_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ClusterError, match=r"no Slurm here \('srun' is not on PATH\)"):
+        check_available("slurm")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit fails
+    with pytest.raises(ClusterError, match=r"pip install 'stabilitykit\[cluster\]'"):
+        check_available("local")
+
+
+def test_slurm_jobs_get_the_options_as_sbatch_flags(tmp_path, monkeypatch):
+    """No Slurm here: submitit's own sbatch script is built and read."""
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    options = StudyOptions(
+        out=tmp_path / "out",
+        device="cuda",  # checked on the job's node, not here
+        executor="slurm",
+        slurm_partition="gpu",
+        slurm_account="lab",
+        slurm_gpus=2,
+        slurm_cpus=8,
+        slurm_time=240,
+        slurm_signal_delay=300,
+    )
+    ex = make_executor(options, "stage_b")
+    text = ex._executor._make_submission_file_text("python -m job", "uid")
+    for flag in (
+        "--partition=gpu",
+        "--account=lab",
+        "--gpus-per-node=2",
+        "--cpus-per-task=8",
+        "--time=240",
+        "--signal=USR2@300",
+        "--requeue",
+        f"--output={tmp_path / 'out' / 'stage_b' / 'jobs'}/%j_%t_log.out".replace("%t", "0"),
+    ):
+        assert f"#SBATCH {flag}\n" in text + "\n", flag
+    assert ex._executor.max_num_timeout == 3
+    default = make_executor(StudyOptions(out=tmp_path, executor="slurm"), "stage_b")
+    text = default._executor._make_submission_file_text("python -m job", "uid")
+    assert "#SBATCH --gpus-per-node=1\n" in text and "#SBATCH --time=60\n" in text
+
+
+def test_a_pytest_session_with_the_local_executor_reports_its_jobs(pytester, cache):
+    pytester.makepyfile(
+        """
+import pytest
+from pathlib import Path
+from stabilitykit import Arm
+from stabilitykit.judge.criteria import Finite
+
+@pytest.mark.stability
+@pytest.mark.stage_a
+def test_arm(run_arm, sk_options):
+    result = run_arm(Arm(workload="darcy", layer_norm_every=2), criteria=(Finite(),))
+    assert result.run_dir.parent == Path("reports/stage_a/runs")
+    Path("session.txt").write_text(sk_options.session)
+"""
+    )
+    argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider"]
+    result = pytester.runpytest_subprocess(*argv, "--sk-executor", "local")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*stage_a: report written*"])
+    stage = pytester.path / "reports" / "stage_a"
+    assert (stage / "summary.md").exists()
+    (run,) = (stage / "runs").iterdir()
+    tags = json.loads((run / "config.json").read_text())["tags"]
+    assert tags["session"] == (pytester.path / "session.txt").read_text()
+    assert list((stage / "jobs").glob(f"{tags['job']}_0_log.out"))
+
+    bad = pytester.runpytest_subprocess(*argv, "--sk-executor", "slurm", "--sk-slurm-time", "0")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--sk-slurm-time: got 0; allowed: an int >= 1*"])
