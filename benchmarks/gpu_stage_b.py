@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from stabilitykit.arm import apply_scale
-from stabilitykit.run import _setup, run_arm
+from stabilitykit.run import run_arm, setup_for
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.loop import train
 from stabilitykit.workloads.gridlines.cache import load_or_build
@@ -37,7 +37,8 @@ def count_syncs(arm, cache: str, steps: int) -> dict:
     ).to(arm.device)
     batches = steps * arm.batch_size
     short = arm.replace(epochs=1)
-    setup = _setup(short, data, model, Clipper(arm.clip, arm.clip_value), torch.device(arm.device))
+    clipper = Clipper(arm.clip, arm.clip_value)
+    setup = setup_for(short, data, model, clipper, torch.device(arm.device))
     train_part = tuple(t[:batches] for t in setup.tensors.train)
     setup = dataclasses.replace(setup, tensors=dataclasses.replace(setup.tensors, train=train_part))
     torch.cuda.synchronize()

@@ -52,6 +52,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="ignore cached arm results (references from other stages are run again)",
     )
     group.addoption(
+        "--sk-fast",
+        default=None,
+        metavar="OPTIONS",
+        help="speed options that leave each arm's meaning alone, comma-separated: fused "
+        "(fused optimiser kernel), tf32 (TF32 matmuls on CUDA); recorded in each run",
+    )
+    group.addoption(
         "--sk-resume",
         action="store_true",
         help="continue each arm's killed or interrupted run in --sk-out from its last epoch "
@@ -312,6 +319,7 @@ def _options(config: pytest.Config) -> StudyOptions:
                 threads=config.getoption("sk_threads"),
                 cache_dir=_path_or_none(config.getoption("sk_cache")),
                 resume=config.getoption("sk_resume"),
+                fast=config.getoption("sk_fast"),
                 worker=_worker_number(workerinput),
                 keep_checkpoints=config.getoption("sk_keep_checkpoints"),
                 **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS},

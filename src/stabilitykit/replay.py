@@ -32,6 +32,7 @@ from stabilitykit.record.schema import RecordError, stamp, write_json
 from stabilitykit.run import check_device, code_fingerprint, seeds, setup_for
 from stabilitykit.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from stabilitykit.train.clipping import Clipper
+from stabilitykit.train.fast import FastPath
 from stabilitykit.train.layers import layer_names, top_layers
 from stabilitykit.train.loop import Hooks, StepView, train
 
@@ -111,7 +112,8 @@ def replay(
     if isinstance(threads, int) and threads >= 1:
         torch.set_num_threads(threads)
     try:
-        return _replay(arm, step, state, start, logged[step], folder, cache_dir)
+        fast = FastPath(**(config.get("fast_path") or {}))  # the run's options, for its numbers
+        return _replay(arm, step, state, start, logged[step], folder, cache_dir, fast)
     finally:
         torch.set_num_threads(previous)
 
@@ -146,6 +148,7 @@ def _replay(
     recorded: dict[str, Any],
     folder: Path,
     cache_dir: str | os.PathLike | None,
+    fast: FastPath,
 ) -> Replay:
     workload = arm.workload_impl
     device = torch.device(arm.device)
@@ -154,10 +157,11 @@ def _replay(
     )
     torch.manual_seed(seeds(arm)["model_init"])
     model = workload.build_model(data, arm.architecture, **arm.model_kwargs()).to(device)
-    setup = setup_for(arm, data, model, Clipper(arm.clip, arm.clip_value), device)
+    setup = setup_for(arm, data, model, Clipper(arm.clip, arm.clip_value), device, fast)
     seen: list[StepView] = []
     hooks = Hooks(resume=state, stop_after=step, inspect=seen.append)
-    outcome = train(setup, lambda rows: None, lambda row: None, None, hooks)
+    with fast.applied(device):
+        outcome = train(setup, lambda rows: None, lambda row: None, None, hooks)
     if outcome.status != "stopped" or not seen:
         raise ValueError(
             f"replay: training ended {outcome.status} before step {step}"

@@ -42,6 +42,7 @@ from stabilitykit.train.checkpoint import (
     save_checkpoint,
 )
 from stabilitykit.train.clipping import Clipper
+from stabilitykit.train.fast import FastPath
 from stabilitykit.train.layers import LayerTelemetry
 from stabilitykit.train.loop import (
     Hooks,
@@ -194,17 +195,28 @@ def _config(
 
 
 def setup_for(
-    arm: Arm, data: Any, model: torch.nn.Module, clipper: Clipper, device: torch.device
+    arm: Arm,
+    data: Any,
+    model: torch.nn.Module,
+    clipper: Clipper,
+    device: torch.device,
+    fast: FastPath | None = None,
 ) -> TrainSetup:
     """The loop's setup for ``arm``: the workload's tensors and loss on ``device``, a fresh
-    optimiser, the arm's schedule and seeds (also what ``stabilitykit replay`` rebuilds)."""
+    optimiser, the arm's schedule and seeds (also what ``stabilitykit replay`` rebuilds);
+    ``fast``: the speed options (:class:`~stabilitykit.train.fast.FastPath`)."""
     workload = arm.workload_impl
     return TrainSetup(
         model=model,
         tensors=workload.tensors(data, device),
         loss_fn=workload.loss_fn(arm.loss, data, device),
         optimizer=build_optimizer(
-            arm.optimizer, model.parameters(), arm.lr, arm.betas, arm.weight_decay
+            arm.optimizer,
+            model.parameters(),
+            arm.lr,
+            arm.betas,
+            arm.weight_decay,
+            fused=fast is not None and fast.fused,
         ),
         clipper=clipper,
         epochs=arm.epochs,
@@ -309,9 +321,13 @@ def run_arm(
     written: Arm | None = None,
     resume: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
+    fast: FastPath | None = None,
 ) -> ArmResult:
     """Train, evaluate and judge ``arm``; write its record to a fresh folder under
     ``out_dir/runs/``.
+
+    ``fast``: speed options that leave the arm's meaning alone (fused optimiser, TF32 on CUDA;
+    :class:`~stabilitykit.train.fast.FastPath`), recorded in ``config.json`` (``fast_path``).
 
     At the end of every epoch the run's state goes to ``<run>/checkpoints/epoch-NNNN.pt``
     (atomically; only the newest is kept, and none once the run has finished, unless
@@ -350,6 +366,7 @@ def run_arm(
             written,
             resume,
             keep_checkpoints,
+            fast or FastPath(),
         )
     finally:
         torch.set_num_threads(previous)
@@ -365,9 +382,12 @@ def _run_arm(
     written: Arm | None,
     resume: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
+    fast: FastPath = FastPath(),  # noqa: B008 (frozen, immutable)
 ) -> ArmResult:
     if not isinstance(arm, Arm):
         raise TypeError(f"run_arm: arm: expected an Arm, got {type(arm).__name__}")
+    if not isinstance(fast, FastPath):
+        raise ValueError(f"fast: got {fast!r}; allowed: a FastPath or None")
     if not isinstance(keep_checkpoints, bool):
         raise ValueError(f"keep_checkpoints: got {keep_checkpoints!r}; allowed: True or False")
     criteria = tuple(criteria) if isinstance(criteria, Iterable) else criteria
@@ -419,10 +439,11 @@ def _run_arm(
                 )
             model = model.to(device)
             config = _config(arm, data_hash, model, clipper, tags, written)
+            config["fast_path"] = fast.describe()
             if prior is not None:
                 config.update(created=prior.config.get("created"), resumes=resumes)
             writer.write_config(config)
-            setup = setup_for(arm, data, model, clipper, device)
+            setup = setup_for(arm, data, model, clipper, device, fast)
             telemetry = LayerTelemetry(
                 model,
                 arm.layer_norm_every,
@@ -436,11 +457,12 @@ def _run_arm(
                 arm_hash=arm.hash,
                 code_fingerprint=code_fingerprint(),
             )
-            if callable(progress) or not progress:
-                outcome = train(setup, on_steps, on_epoch, progress or None, hooks)
-            else:
-                with terminal_progress(arm.id) as bar:
-                    outcome = train(setup, on_steps, on_epoch, bar, hooks)
+            with fast.applied(device):
+                if callable(progress) or not progress:
+                    outcome = train(setup, on_steps, on_epoch, progress or None, hooks)
+                else:
+                    with terminal_progress(arm.id) as bar:
+                        outcome = train(setup, on_steps, on_epoch, bar, hooks)
         except KeyboardInterrupt:
             outcome = TrainOutcome(status="interrupted")
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash

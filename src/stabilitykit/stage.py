@@ -18,6 +18,7 @@ from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
 from stabilitykit.names import check_path_name
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
 from stabilitykit.run import ArmResult, check_device, check_resume, code_fingerprint, run_arm
+from stabilitykit.train.fast import FastPath
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class StudyOptions:
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     resume: bool = False
     keep_checkpoints: bool = False
+    fast: str | None = None  # speed options, e.g. "fused,tf32" (stabilitykit.train.fast)
     worker: int | None = None  # the xdist worker's number (gw3: 3), None outside xdist
     # each arm as a cluster job (stabilitykit.cluster): None trains in this process
     executor: str | None = None  # "local" or "slurm"
@@ -67,6 +69,7 @@ class StudyOptions:
         from stabilitykit.cluster import check_options
 
         check_options(self)
+        FastPath.parse(self.fast)
 
     def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
         """``arm`` at this session's scale and device, seed shifted by ``replicate``."""
@@ -152,6 +155,7 @@ def run_in_stage(
         threads=options.threads,
         resume=resume,
         keep_checkpoints=options.keep_checkpoints,
+        fast=FastPath.parse(options.fast),
     )
 
 

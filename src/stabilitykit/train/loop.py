@@ -62,15 +62,22 @@ class TrainSetup:
 
 
 def build_optimizer(
-    name: str, params: Any, lr: float, betas: tuple[float, float], weight_decay: float
+    name: str,
+    params: Any,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """``adam`` / ``adamw`` with ``betas``; ``sgd`` with momentum ``betas[0]``."""
+    """``adam`` / ``adamw`` with ``betas``; ``sgd`` with momentum ``betas[0]``. ``fused``: the
+    fused kernel (a fast-path option, :mod:`stabilitykit.train.fast`); else torch's default."""
+    extra: dict[str, Any] = {"fused": True} if fused else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay, **extra)
     raise ValueError(f"optimizer: got {name!r}; allowed: ('adam', 'adamw', 'sgd')")
 
 
