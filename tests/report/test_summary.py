@@ -61,6 +61,17 @@ def test_diverged_recommends_agc_or_layerscale_with_the_evidence(make_run):
     assert "--sk-seeds" not in report.recommendation
 
 
+def test_an_arm_that_fails_as_meant_gets_no_mitigation(make_run):
+    meant = diverged(make_run, tags={"expect": "diverged"})
+    report = build_stage_report("stage_b", [meant])
+    assert "`deep_control` (diverged 1/1, as meant)" in report.conclusion
+    assert "as it was meant to" in report.recommendation
+    assert "AGC" not in report.recommendation and "LayerScale" not in report.recommendation
+    surprise = diverged(make_run, tags={"expect": "collapsed"})  # failed, but not as meant
+    report = build_stage_report("stage_b", [surprise])
+    assert "as meant" not in report.conclusion and "AGC" in report.recommendation
+
+
 def test_mitigation_offers_what_the_arm_does_not_use_yet(make_run):
     agc = diverged(make_run, arm={**DEEP, "clip": "agc", "clip_value": 0.01})
     report = build_stage_report("stage_b", [agc])

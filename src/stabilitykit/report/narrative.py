@@ -9,6 +9,8 @@ The rules, applied to the stage's own runs (reference rows are only compared):
 - collapsed arm -> a smaller LayerScale init (or LayerScale when it has none) or a lower lr;
 - out of memory -> fewer blocks and a channel cap, or a larger device;
 - error -> fix it first; stagnated -> more epochs or a larger scale; interrupted -> rerun;
+- a run that ended as its arm was meant to (``expect``, e.g. a control that must diverge) gets
+  no mitigation: it is named as the failure the other arms are held against;
 - every run stable -> sweep seeds (``--sk-seeds 5``) while an arm has fewer than 5, else more
   depth; the Wilson bound on 0 failures says what the seeds rule out.
 
@@ -348,6 +350,7 @@ def headline(title: str, arms: Sequence[ArmSummary], rows: Sequence[dict[str, An
         what = "; ".join(
             f"`{a.arm_name}` ("
             + ", ".join(f"{k} {c}/{len(a.runs)}" for k, c in a.verdicts.items() if k != STABLE)
+            + (", as meant" if _all_as_meant(a, rows) else "")
             + ")"
             for a in unstable
         )
@@ -370,6 +373,16 @@ def headline(title: str, arms: Sequence[ArmSummary], rows: Sequence[dict[str, An
         "No instability emerged (no divergence, gradient spike or collapse), but not every run "
         f"passed: {other}."
     )
+
+
+def as_meant(row: Mapping[str, Any]) -> bool:
+    """The run ended with the verdict its arm was meant to end with (``expect``)."""
+    return bool(row.get("expect")) and row.get("expect") == row.get("verdict")
+
+
+def _all_as_meant(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> bool:
+    failed = [r for r in arm_rows(arm, rows) if r.get("verdict") != STABLE]
+    return bool(failed) and all(as_meant(r) for r in failed)
 
 
 def _first(members: Sequence[dict[str, Any]], kinds: Sequence[str]) -> dict[str, Any]:
@@ -583,7 +596,17 @@ def recommend(arms: Sequence[ArmSummary], rows: Sequence[dict[str, Any]]) -> lis
     steps: list[tuple[int, str]] = []
     for arm in arms:
         members = arm_rows(arm, rows)
-        kinds = set(arm.verdicts)
+        meant = [r for r in members if as_meant(r)]
+        if meant:
+            steps.append(
+                (
+                    6,
+                    f"`{arm.arm_name}` ended {meant[0]['verdict']} in "
+                    f"{plural(len(meant), 'run')}, as it was meant to: it shows the failure the "
+                    "other arms are held against, and needs no fix.",
+                )
+            )
+        kinds = {r["verdict"] for r in members if not as_meant(r)}
         spike = next((k for k in ("diverged", "spiking") if k in kinds), None)
         if spike:
             steps.append((0, _mitigate(arm, _first(members, [spike]), spike)))
