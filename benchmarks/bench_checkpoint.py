@@ -3,7 +3,9 @@
 Builds the Stage B deep control (8 blocks) at ``--scale`` (default full), takes one Adam step on
 a random batch so the optimiser holds both moments, and writes the state ``run_arm`` writes at
 the end of an epoch (model, optimiser, scheduler, generator, RNG states, history), ``--repeats``
-times, atomically, as the run does. Prints the size, the median write time and the read-back time.
+times, atomically, as the run does. Prints the size, the median write time, the read-back time
+and the time a run on an accelerator waits instead (the copy to host memory; the write itself
+goes on in a thread, ``CheckpointWriter(background=True)``).
 
     python benchmarks/bench_checkpoint.py [--scale full] [--repeats 5]
 """
@@ -20,7 +22,7 @@ import torch
 
 from stabilitykit.arm import apply_scale
 from stabilitykit.models.registry import build_model
-from stabilitykit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from stabilitykit.train.checkpoint import _to_cpu, load_checkpoint, rng_state, save_checkpoint
 from stabilitykit.train.loop import build_optimizer
 from stabilitykit.train.schedulers import build_scheduler
 from stabilitykit.workloads.gridlines.study import DEEP_CONTROL
@@ -55,7 +57,7 @@ def main() -> None:
         "telemetry": {},
     }
     parameters = sum(p.numel() for p in model.parameters())
-    writes, reads = [], []
+    writes, reads, copies = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "epoch-0001.pt"
         for _ in range(args.repeats):
@@ -65,10 +67,14 @@ def main() -> None:
             start = time.perf_counter()
             load_checkpoint(path)
             reads.append(time.perf_counter() - start)
-    write, read = statistics.median(writes) * 1000, statistics.median(reads) * 1000
+            start = time.perf_counter()
+            _to_cpu(state)
+            copies.append(time.perf_counter() - start)
+    write, read, copy = (statistics.median(t) * 1000 for t in (writes, reads, copies))
     print(
         f"{arm.id} at {args.scale}: {parameters:,} parameters; checkpoint {size / 2**20:.1f} MiB; "
-        f"write {write:.0f} ms, read {read:.0f} ms (median of {args.repeats})"
+        f"write {write:.0f} ms, read {read:.0f} ms, copy for a background write {copy:.0f} ms "
+        f"(median of {args.repeats})"
     )
 
 

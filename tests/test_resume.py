@@ -178,3 +178,25 @@ def test_xdist_workers_spread_a_stage_over_the_gpus(monkeypatch):
     # one arm on any GPU: the same hash (the gate compares it across workers), not the CPU's
     hashes = {ARM.replace(device=d).hash for d in ("cuda", "cuda:0", "cuda:3")}
     assert len(hashes) == 1 and ARM.hash not in hashes
+
+
+def test_a_background_writer_keeps_the_epochs_numbers_and_reports_a_failed_write(tmp_path):
+    from stabilitykit.train.checkpoint import CheckpointWriter, load_checkpoint
+
+    weights = torch.ones(3)
+    writer = CheckpointWriter(lambda: tmp_path / "ck", background=True)
+    for epoch in (1, 2):
+        writer.write({"epoch": epoch, "weights": weights})
+        weights.add_(1.0)  # training goes on while the thread writes
+    writer.close()
+    assert [e for e, _ in list_checkpoints(tmp_path / "ck")] == [2]  # only the newest kept
+    saved = torch.load(tmp_path / "ck" / "epoch-0002.pt", weights_only=True)
+    assert torch.equal(saved["weights"], torch.full((3,), 2.0))  # as at the epoch's end
+    assert writer.bytes == (tmp_path / "ck" / "epoch-0002.pt").stat().st_size
+    with pytest.raises(Exception, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "ck" / "epoch-0001.pt")
+    (tmp_path / "file").write_text("")
+    broken = CheckpointWriter(lambda: tmp_path / "file" / "ck", background=True)
+    broken.write({"epoch": 1})
+    with pytest.raises(OSError, match="writing a checkpoint failed"):
+        broken.close()

@@ -36,10 +36,9 @@ from stabilitykit.record.run_record import (
 from stabilitykit.record.schema import RecordError
 from stabilitykit.train.checkpoint import (
     CheckpointError,
-    checkpoint_name,
+    CheckpointWriter,
     list_checkpoints,
     load_checkpoint,
-    save_checkpoint,
 )
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.fast import FastPath
@@ -407,7 +406,11 @@ def _run_arm(
     if prior is not None:
         resumes = prior.resume(writer)
         history, steps = list(prior.state["history"]), prior.steps
-    saved: dict[str, Any] = {"bytes": None}
+    checkpoints = CheckpointWriter(
+        lambda: writer.path / CHECKPOINTS,  # the run folder's final name (config is written)
+        keep=keep_checkpoints,
+        background=device.type != "cpu",
+    )
 
     def on_steps(rows: list[dict[str, Any]]) -> None:
         writer.append_steps(rows)
@@ -416,15 +419,6 @@ def _run_arm(
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
         writer.write_history(history)
-
-    def on_checkpoint(state: dict[str, Any]) -> None:
-        folder = writer.path / CHECKPOINTS  # the run folder's final name (config is written)
-        path = folder / checkpoint_name(state["epoch"])
-        saved["bytes"] = save_checkpoint(path, state)
-        if not keep_checkpoints:
-            for _, old in list_checkpoints(folder):
-                if old != path:
-                    old.unlink(missing_ok=True)
 
     model: torch.nn.Module | None = None
     setup: TrainSetup | None = None
@@ -452,7 +446,7 @@ def _run_arm(
             )
             hooks = Hooks(
                 resume=prior.state if prior is not None else None,
-                on_checkpoint=on_checkpoint,
+                on_checkpoint=checkpoints.write,
                 telemetry=telemetry,
                 arm_hash=arm.hash,
                 code_fingerprint=code_fingerprint(),
@@ -488,7 +482,9 @@ def _run_arm(
             stats["spike_counts"] = telemetry.counts
             stats["spike_rules"] = [r.to_dict() for r in telemetry.detector.rules]
         stats["resumes"] = resumes
-        stats["checkpoint_bytes"] = saved["bytes"]
+        with contextlib.suppress(OSError):  # the run's verdict stands; a failed write shows
+            checkpoints.close()  # as a missing checkpoint_bytes
+        stats["checkpoint_bytes"] = checkpoints.bytes
         if prior is not None:
             stats["train_seconds"] += prior.seconds
         if outcome.nonfinite_step is not None:

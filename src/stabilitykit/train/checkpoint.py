@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,69 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
             except (IndexError, ValueError):
                 continue
     return sorted(out)
+
+
+def _to_cpu(x: Any) -> Any:
+    """A copy of ``x`` with every tensor on the CPU (containers rebuilt, other values kept)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", copy=True)
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(v) for v in x)
+    return x
+
+
+class CheckpointWriter:
+    """Writes a run's epoch checkpoints to ``folder()`` (``epoch-NNNN.pt``), keeping only the
+    newest unless ``keep``.
+
+    ``background``: the state is copied to the CPU at once (the numbers are those of the epoch's
+    end) and written by a thread while training goes on, so a fast accelerator does not wait for
+    the disk (the full-scale deep control's checkpoint is about 500 MiB). A kill during a write
+    leaves the previous checkpoint in place. On the CPU the write is synchronous: a kill just
+    after an epoch then always finds that epoch's checkpoint. :meth:`close` waits for the last
+    write; a write that failed raises there (or at the next write), naming the file."""
+
+    def __init__(self, folder: Any, *, keep: bool = False, background: bool = False) -> None:
+        self.folder = folder  # a callable: the run folder may still be renamed
+        self.keep = keep
+        self.background = background
+        self.bytes: int | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, state: dict[str, Any]) -> None:
+        self.wait()
+        path = Path(self.folder()) / checkpoint_name(int(state["epoch"]))
+        if not self.background:
+            self._save(path, state)
+            return
+        snapshot = _to_cpu(state)
+        self._thread = threading.Thread(
+            target=self._save, args=(path, snapshot), name="stabilitykit-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _save(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            self.bytes = save_checkpoint(path, state)
+            if not self.keep:
+                for _, old in list_checkpoints(path.parent):
+                    if old != path:
+                        old.unlink(missing_ok=True)
+        except BaseException as exc:  # reported by wait(), in the training thread
+            if not self.background:
+                raise
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise OSError(f"writing a checkpoint failed: {error}") from error
+
+    def close(self) -> None:
+        self.wait()
