@@ -189,7 +189,9 @@ import stabilitykit.run as run_module
 
 if os.environ.get("SK_TEST_DEGRADE"):  # a code regression: the optimiser ignores most of the lr
     build = run_module.build_optimizer
-    run_module.build_optimizer = lambda name, params, lr, *a: build(name, params, lr / 100, *a)
+    run_module.build_optimizer = lambda name, params, lr, *a, **kw: build(
+        name, params, lr / 100, *a, **kw
+    )
 
 ARMS = [CONTROL]
 if os.environ.get("SK_TEST_NEW"):
