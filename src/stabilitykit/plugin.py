@@ -215,8 +215,9 @@ def _check_options(config: pytest.Config) -> None:
     if baseline:
         _check_baseline(baseline, config.getoption("sk_scale"), config.getoption("sk_accept"))
     cluster = [config.getoption(dest) for _, dest in _CLUSTER_OPTIONS]
-    if config.getoption("sk_device") is not None or any(v is not None for v in cluster):
-        _options(config)  # imports torch: is the device here? are the cluster options valid?
+    checked = (config.getoption("sk_device"), config.getoption("sk_fast"), *cluster)
+    if any(v is not None for v in checked):
+        _options(config)  # imports torch: is the device here? are the other options valid?
     executor = config.getoption("sk_executor")
     if executor is not None:
         from stabilitykit.cluster import ClusterError, check_available

@@ -70,6 +70,13 @@ def test_bad_option_value_is_a_usage_error(pytester, cache):
     result.stderr.fnmatch_lines(["*--sk-seeds: got 0; allowed: an int >= 1*"])
 
 
+def test_a_bad_fast_path_option_is_a_usage_error_before_any_test(pytester, cache):
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = run(pytester, cache, "--sk-fast", "warp")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--sk-fast: got 'warp'; allowed: *'fused', 'tf32'*"])
+
+
 def test_a_stage_runs_records_and_reports(pytester, cache):
     pytester.makepyfile(HEADER + TWO_ARMS)
     result = run(pytester, cache, "--strict-markers")
