@@ -227,20 +227,13 @@ class Arm:
 
     @property
     def hash(self) -> str:
-        """16 hex digits of sha256 over every field that changes the numbers. The device counts
-        by its type only: ``cuda:0`` and ``cuda:1`` are the same arm (xdist workers spread a
-        stage over the GPUs)."""
-        return _digest(self._hashed(_UNHASHED))
+        """16 hex digits of sha256 over every field that changes the numbers (:func:`hash_of`)."""
+        return hash_of(self.to_dict())
 
     @property
     def family_hash(self) -> str:
         """The hash without the seed: the same for every seed replicate of one arm."""
-        return _digest(self._hashed(_UNHASHED | {"seed"}))
-
-    def _hashed(self, unhashed: frozenset[str]) -> dict[str, Any]:
-        out = {k: v for k, v in self.to_dict().items() if k not in unhashed}
-        out["device"] = self.device.partition(":")[0]
-        return out
+        return hash_of(self.to_dict(), family=True)
 
     @property
     def id(self) -> str:
@@ -250,8 +243,15 @@ class Arm:
         return f"{self.name}-{self.architecture}{depth}-seed{self.seed}"
 
 
-def _digest(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+def hash_of(arm: dict[str, Any], *, family: bool = False) -> str:
+    """The hash of an arm dict (``Arm.to_dict()``, or a record's ``arm``): every field that
+    changes the numbers (``family``: the seed left out too). The device counts by its type only:
+    ``cuda:0`` and ``cuda:1`` are the same arm (xdist workers spread a stage over the GPUs)."""
+    unhashed = _UNHASHED | {"seed"} if family else _UNHASHED
+    payload = {k: v for k, v in arm.items() if k not in unhashed}
+    if isinstance(payload.get("device"), str):
+        payload["device"] = payload["device"].partition(":")[0]
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

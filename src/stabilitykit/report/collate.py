@@ -24,8 +24,6 @@ arm meant to pass).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -132,10 +130,6 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (c.header, c.key) for c in (LOSS_COLUMN, *GRAD_COLUMNS)
 )
 
-# Left out of the family hash (as in ``Arm.family_hash``): equal for the seeds of one arm.
-_NOT_FAMILY = frozenset({"name", "scale", "seed", "layer_norm_every"})
-
-
 def finite(x: Any) -> float | int | None:
     """``x`` as a finite number (ints stay ints); ``None`` for missing, non-finite, bools, text."""
     if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
@@ -159,11 +153,9 @@ def family_hash(config: dict[str, Any]) -> str | None:
     arm = config.get("arm")
     if not isinstance(arm, dict) or not arm:
         return None
-    family = {k: v for k, v in arm.items() if k not in _NOT_FAMILY}
-    if isinstance(family.get("device"), str):  # by its type only, as the arm hashes it
-        family["device"] = family["device"].partition(":")[0]
-    canonical = json.dumps(family, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    from stabilitykit.arm import hash_of  # only for older records: it imports torch
+
+    return hash_of(arm, family=True)
 
 
 def _logged_stats(record: RunRecord) -> dict[str, Any]:
