@@ -130,6 +130,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (c.header, c.key) for c in (LOSS_COLUMN, *GRAD_COLUMNS)
 )
 
+
 def finite(x: Any) -> float | int | None:
     """``x`` as a finite number (ints stay ints); ``None`` for missing, non-finite, bools, text."""
     if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
