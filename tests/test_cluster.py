@@ -16,6 +16,7 @@ submitit = pytest.importorskip("submitit")
 from stabilitykit import Arm  # noqa: E402
 from stabilitykit.arm import apply_scale  # noqa: E402
 from stabilitykit.cluster import (  # noqa: E402
+    ArmJob,
     ClusterError,
     check_available,
     job_result,
@@ -100,7 +101,7 @@ def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(tm
             for _ in range(1200):
                 time.sleep(0.1)
 
-    job = submit_arm(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress)
+    job = submit_arm(ArmJob(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress))
     _wait_for(paused, job)
     (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
     assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
@@ -133,7 +134,7 @@ def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, monk
             killed.touch()
             os.kill(os.getpid(), signal.SIGKILL)  # the node went away
 
-    job = submit_arm(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress)
+    job = submit_arm(ArmJob(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress))
     job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
     with pytest.raises(
         ClusterError, match=rf"(?s)local job {job.job_id} \(stage_x\) failed.*logs: "

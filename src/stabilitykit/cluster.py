@@ -203,7 +203,7 @@ class ArmJob:
         self.criteria = tuple(criteria)
         self.replicate = replicate
         self.expect = expect
-        self.progress = progress
+        self.progress = progress if callable(progress) else False  # no terminal in a job
         workload = type(arm.workload_impl)  # registered here; the job registers it again
         self.workload = (workload.__module__, workload.__qualname__)
 
@@ -314,54 +314,19 @@ def job_run(stage_dir: Path, arm: Arm, session: str, job: str) -> RunRecord | No
     return best
 
 
-def submit_arm(
-    arm: Arm,
-    stage: str,
-    options: StudyOptions,
-    *,
-    criteria: Iterable[Criterion],
-    replicate: int = 0,
-    expect: str | None = None,
-    progress: Any = False,
-) -> Any:
-    """Submit ``arm`` as one job of ``options.executor``; the submitit job."""
-    task = ArmJob(
-        arm,
-        stage,
-        options,
-        criteria=criteria,
-        replicate=replicate,
-        expect=expect,
-        progress=progress if callable(progress) else False,
-    )
+def submit_arm(task: ArmJob) -> Any:
+    """Submit ``task`` as one job of its options' executor; the submitit job."""
+    options = task.options
     _pickle_by_value(task)
-    executor = make_executor(options, stage)
-    executor.update_parameters(name=f"{stage}-{options.prepare(arm, replicate).id}")
+    executor = make_executor(options, task.stage)
+    executor.update_parameters(name=f"{task.stage}-{options.prepare(task.arm, task.replicate).id}")
     return executor.submit(task)
 
 
-def run_as_job(
-    arm: Arm,
-    stage: str,
-    options: StudyOptions,
-    *,
-    criteria: Iterable[Criterion],
-    replicate: int = 0,
-    expect: str | None = None,
-    progress: Any = False,
-) -> ArmResult:
-    """Submit ``arm`` as a job, wait for it and return its result, as ``run_in_stage`` returns
+def run_as_job(task: ArmJob) -> ArmResult:
+    """Submit ``task`` as a job, wait for it and return its result, as ``run_in_stage`` returns
     it in process. Ctrl-C cancels the job."""
-    job = submit_arm(
-        arm,
-        stage,
-        options,
-        criteria=criteria,
-        replicate=replicate,
-        expect=expect,
-        progress=progress,
-    )
-    return job_result(job, options, stage)
+    return job_result(submit_arm(task), task.options, task.stage)
 
 
 def job_result(job: Any, options: StudyOptions, stage: str) -> ArmResult:

@@ -123,9 +123,9 @@ def run_in_stage(
     (:mod:`stabilitykit.cluster`). ``tags``: more tags for the record (a job's id);
     ``resume_from``: the run folder to continue (a requeued job's own run)."""
     if options.executor is not None:
-        from stabilitykit.cluster import run_as_job
+        from stabilitykit.cluster import ArmJob, run_as_job
 
-        return run_as_job(
+        job = ArmJob(
             arm,
             stage,
             options,
@@ -134,6 +134,7 @@ def run_in_stage(
             expect=expect,
             progress=progress,
         )
+        return run_as_job(job)
     prepared = options.prepare(arm, replicate)
     tags = {**(tags or {}), "stage": stage, "session": options.session}
     if expect is not None:
