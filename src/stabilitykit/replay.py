@@ -33,7 +33,7 @@ from stabilitykit.run import check_device, code_fingerprint, seeds, setup_for
 from stabilitykit.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from stabilitykit.train.clipping import Clipper
 from stabilitykit.train.fast import FastPath
-from stabilitykit.train.layers import layer_names, top_layers
+from stabilitykit.train.layers import layer_names, layer_norms, top_layers
 from stabilitykit.train.loop import Hooks, StepView, train
 
 REPLAYS = "replays"
@@ -170,11 +170,10 @@ def _replay(
     view = seen[0]
     names, index = layer_names(model)
     param_names = {id(p): n for n, p in model.named_parameters()}
-    norms = [float(n) for n in torch.stack(list(view.clipped.norms)).double().cpu()]
-    squares = [0.0] * len(names)
-    for p, norm in zip(view.clipped.params, norms, strict=True):
-        squares[index[id(p)]] += norm * norm
-    layers = [[name, math.sqrt(sq)] for name, sq in zip(names, squares, strict=True)]
+    values = torch.stack(list(view.clipped.norms))
+    norms = values.double().cpu().tolist()
+    layer_of = torch.tensor([index[id(p)] for p in view.clipped.params], device=values.device)
+    layers = [[n, v] for n, v in zip(names, layer_norms(values, layer_of, len(names)), strict=True)]
     result = Replay(
         folder=folder,
         step=step,

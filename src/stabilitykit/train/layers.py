@@ -160,9 +160,7 @@ class LayerTelemetry:
             self.sink(out)
 
     def _per_layer(self, values: Tensor, layer_of: Tensor) -> list[float | None]:
-        squares = torch.zeros(len(self.names), dtype=torch.float64, device=values.device)
-        squares.index_add_(0, layer_of, values.double().square())
-        return [_number(v) for v in squares.sqrt().cpu().tolist()]
+        return [_number(v) for v in layer_norms(values, layer_of, len(self.names))]
 
     def state_dict(self) -> dict[str, Any]:
         """The detector's running windows and the spikes so far (for a checkpoint)."""
@@ -176,6 +174,14 @@ class LayerTelemetry:
         self.spikes = [dict(s) for s in state.get("spikes", [])]
         self.counts.update(state.get("counts", {}))
         self.detector.load_state_dict(state.get("detector", {}))
+
+
+def layer_norms(values: Tensor, layer_of: Tensor, n_layers: int) -> list[float]:
+    """Per-parameter norms ``values`` combined into each layer's L2 norm (``layer_of``: each
+    parameter's layer index), in float64, one host sync."""
+    squares = torch.zeros(n_layers, dtype=torch.float64, device=values.device)
+    squares.index_add_(0, layer_of, values.double().square())
+    return squares.sqrt().cpu().tolist()
 
 
 def top_layers(names: Sequence[str], norms: Sequence[float | None], k: int = TOP_LAYERS):
