@@ -1,6 +1,53 @@
 """Unit tests run torch on one CPU thread: small tensors gain nothing from more, and two
 processes (pytest-xdist) would otherwise oversubscribe the cores."""
 
+import importlib
+import pkgutil
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def _libraries_loaded():
+    """Everything a stabilitykit session imports, imported once per process. pytester's
+    in-process runs forget the modules a run imported (its ``sys.modules`` snapshot); what was
+    loaded before stays, so each run does not pay for torch's compiler, plotting, rich and
+    hypothesis again."""
+    import hypothesis  # noqa: F401  (its pytest plugin imports it at the terminal summary)
+    import PIL.Image
+    import rich.console  # noqa: F401
+    import torch._dynamo
+    import torch.utils.serialization  # noqa: F401
+
+    import stabilitykit
+
+    for module in pkgutil.walk_packages(stabilitykit.__path__, "stabilitykit."):
+        importlib.import_module(module.name)
+    PIL.Image.init()
+
+
+@pytest.fixture
+def sk_pytest(pytester, tmp_path_factory, monkeypatch, _libraries_loaded):
+    """``sk_pytest(*args, subprocess=False) -> RunResult``: a pytest session in
+    ``pytester.path`` at smoke scale, with a data cache shared by this process's tests.
+
+    In this process by default (pytester's ``runpytest_inprocess``: seconds faster, torch is
+    already loaded). ``subprocess=True`` for a session that needs a process of its own: xdist
+    workers (``-n``), a worker that dies, a test file that patches the library at import or
+    registers a workload class. Either way the session is not an xdist worker when this suite
+    runs under ``-n``."""
+    cache = tmp_path_factory.getbasetemp() / "smoke-data-cache"
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str, subprocess: bool = False) -> pytest.RunResult:
+        argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider"]
+        argv += ["-p", "no:hypothesispytest", *args]
+        if subprocess:
+            return pytester.runpytest_subprocess(*argv)
+        return pytester.runpytest_inprocess(*argv)
+
+    return run

@@ -28,6 +28,7 @@ def write_run(root, arm=CONTROL, verdict="stable", stage="stage_a", config=None,
             "scale": arm.scale,
             "workload": arm.workload_impl.describe(),
             "tags": {"stage": stage, "session": "test"},
+            "numerics": {"mode": "portable", "fingerprint": "0123456789abcdef"},
             **(config or {}),
         }
     )

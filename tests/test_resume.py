@@ -1,7 +1,12 @@
 """Epoch checkpoints and resume: a killed run continues to the numbers of an uninterrupted one,
 and a folder that cannot be resumed is refused before anything is written."""
 
+import contextlib
+import io
 import json
+import os
+import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +17,9 @@ import torch
 
 from stabilitykit import Arm, run_arm
 from stabilitykit.arm import apply_scale
+from stabilitykit.record.lock import LOCK, RunLock, RunLockedError
 from stabilitykit.record.run_record import CHECKPOINTS, read_record
-from stabilitykit.train.checkpoint import list_checkpoints
+from stabilitykit.train.checkpoint import list_checkpoints, read_payload
 
 #: 40 training samples in batches of 16: 3 steps per epoch, 5 epochs.
 ARM = apply_scale(Arm(workload="darcy", layer_norm_every=2), "smoke").replace(epochs=5)
@@ -28,7 +34,7 @@ def _run(tmp_path, name, **kw):
     )
 
 
-def _killed_run(tmp_path, how="kill"):
+def _killed_run(tmp_path, how="kill", keep=False):
     """Run ARM in a subprocess that dies at step KILL_AT: SIGKILL, or Ctrl-C."""
     script = textwrap.dedent(
         f"""
@@ -44,7 +50,10 @@ def _killed_run(tmp_path, how="kill"):
                 raise KeyboardInterrupt
 
         try:
-            run_arm(arm, out_dir=sys.argv[1], cache_dir=sys.argv[2], progress=progress, threads=1)
+            run_arm(
+                arm, out_dir=sys.argv[1], cache_dir=sys.argv[2], progress=progress, threads=1,
+                keep_checkpoints={keep!r},
+            )
         except KeyboardInterrupt:
             sys.exit(130)
         """
@@ -72,9 +81,15 @@ def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, h
     assert len(_steps(folder)) == 1 + KILL_AT  # header + the steps logged before it died
     assert [e for e, _ in list_checkpoints(folder / CHECKPOINTS)] == [2]
 
-    resumed = _run(tmp_path, "unused", resume=folder)
+    default = torch.get_num_threads()
+    torch.set_num_threads(2)  # resume takes the recorded count (1), not torch's default
+    try:
+        resumed = run_arm(ARM, out_dir=tmp_path / "unused", progress=False, resume=folder)
+    finally:
+        torch.set_num_threads(default)
 
     assert resumed.run_dir == folder  # the same folder, no new one
+    assert read_record(folder).config["torch_threads"] == 1
     assert not (tmp_path / "unused").exists()
     assert _steps(folder)[1:] == _steps(whole.run_dir)[1:]
     layers = (folder / "layers.jsonl").read_text().splitlines()
@@ -106,7 +121,7 @@ def _snapshot(folder):
     return {
         p.relative_to(folder): (p.stat().st_mtime_ns, p.stat().st_size)
         for p in folder.rglob("*")
-        if p.is_file()
+        if p.is_file() and p.name != LOCK  # the lock names its latest holder
     }
 
 
@@ -121,15 +136,13 @@ def test_resume_refuses_what_it_cannot_continue_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="other engine code"):
         _run(tmp_path, "x", resume=folder)
     (folder / "config.json").write_text(text)
-    (checkpoint,) = (folder / CHECKPOINTS).iterdir()
-    good = checkpoint.read_bytes()
-    checkpoint.write_bytes(good[: len(good) // 2])
-    with pytest.raises(ValueError, match=f"{checkpoint.name}: not a readable checkpoint"):
-        _run(tmp_path, "x", resume=folder)
-    checkpoint.unlink()
-    with pytest.raises(ValueError, match=r"no checkpoint .* run the arm afresh"):
-        _run(tmp_path, "x", resume=folder)
-    checkpoint.write_bytes(good)
+    with pytest.raises(ValueError, match=r"threads: the run was trained with torch_threads = 1"):
+        run_arm(ARM, cache_dir=tmp_path / "cache", resume=folder, threads=2)
+    with pytest.raises(ValueError, match="resume: got 123; allowed: a run folder"):
+        _run(tmp_path, "x", resume=123)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"out_dir: got .*a-file.*; allowed: a folder"):
+        run_arm(ARM, out_dir=tmp_path / "a-file", cache_dir=tmp_path / "cache")
     after = _snapshot(folder)
     assert set(after) == set(before)
     assert all(after[k][1] == before[k][1] for k in before)
@@ -190,7 +203,9 @@ def test_a_background_writer_keeps_the_epochs_numbers_and_reports_a_failed_write
         weights.add_(1.0)  # training goes on while the thread writes
     writer.close()
     assert [e for e, _ in list_checkpoints(tmp_path / "ck")] == [2]  # only the newest kept
-    saved = torch.load(tmp_path / "ck" / "epoch-0002.pt", weights_only=True)
+    saved = torch.load(
+        io.BytesIO(read_payload(tmp_path / "ck" / "epoch-0002.pt")), weights_only=True
+    )
     assert torch.equal(saved["weights"], torch.full((3,), 2.0))  # as at the epoch's end
     assert writer.bytes == (tmp_path / "ck" / "epoch-0002.pt").stat().st_size
     with pytest.raises(Exception, match="no such checkpoint"):
@@ -200,3 +215,94 @@ def test_a_background_writer_keeps_the_epochs_numbers_and_reports_a_failed_write
     broken.write({"epoch": 1})
     with pytest.raises(OSError, match="writing a checkpoint failed"):
         broken.close()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A run killed at step KILL_AT with its checkpoints of epochs 1 and 2 kept, and the same
+    arm run whole: copy the killed folder before changing it."""
+    tmp = tmp_path_factory.mktemp("pristine")
+    return _killed_run(tmp, keep=True), _run(tmp, "whole").run_dir
+
+
+def _copy(pristine, tmp_path):
+    killed, _ = pristine
+    return shutil.copytree(killed, tmp_path / "out" / "stage_x" / "runs" / killed.name)
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut"])
+def test_a_corrupt_checkpoint_is_refused_and_the_run_falls_back_in_its_folder(
+    tmp_path, pristine, damage
+):
+    from stabilitykit.stage import StudyOptions, run_in_stage
+
+    folder = _copy(pristine, tmp_path)
+    newest = folder / CHECKPOINTS / "epoch-0002.pt"
+    if damage == "flip":  # the earlier checkpoint is kept: continue from it
+        _flip(newest)
+        with pytest.warns(UserWarning, match="refused .*epoch-0002.pt: .*checksum mismatch"):
+            resumed = _run(tmp_path, "unused", resume=folder)
+        expect = {"from_epoch": 1, "from_step": 3, "checkpoint": "epoch-0001.pt"}
+        fallback = "earlier checkpoint"
+    else:  # under --sk-resume, with no other checkpoint: afresh, in the killed run's folder
+        (folder / CHECKPOINTS / "epoch-0001.pt").unlink()
+        newest.write_bytes(newest.read_bytes()[:1000])
+        options = StudyOptions(
+            out=tmp_path / "out", scale="none", cache_dir=tmp_path / "cache", resume=True
+        )
+        with pytest.warns(UserWarning, match="refused .*epoch-0002.pt"):
+            resumed = run_in_stage(ARM, "stage_x", options)
+        expect = {"from_epoch": 0, "from_step": 0, "checkpoint": None}
+        fallback = "afresh"
+    assert resumed.run_dir == folder and len(list(folder.parent.iterdir())) == 1
+    (entry,) = read_record(folder).config["resumes"]
+    assert {k: entry[k] for k in expect} == expect and entry["fallback"] == fallback
+    assert [r["checkpoint"] for r in entry["refused"]] == ["epoch-0002.pt"]
+    whole = read_record(pristine[1])
+    assert _steps(folder)[1:] == _steps(whole.path)[1:]
+    assert resumed.metrics == whole.metrics and resumed.verdict == whole.verdict
+
+
+def test_a_run_folder_is_locked_while_it_trains_or_resumes(tmp_path, pristine):
+    folder = _copy(pristine, tmp_path)
+    steps = _steps(folder)
+    with RunLock(folder):  # another resume of it, under way
+        holder = f"pid {os.getpid()} on host {platform.node()}"
+        with pytest.raises(RunLockedError, match=f"{folder}: another process .*{holder}"):
+            _run(tmp_path, "unused", resume=folder)
+    assert _steps(folder) == steps
+
+    unlocked = []
+
+    def progress(step, total, info):  # a fresh run holds its folder's lock while it trains
+        (fresh,) = (tmp_path / "fresh" / "runs").iterdir()
+        with contextlib.suppress(RunLockedError):
+            RunLock(fresh).release()
+            unlocked.append(step)
+
+    run_arm(
+        ARM.replace(epochs=1),
+        out_dir=tmp_path / "fresh",
+        cache_dir=tmp_path / "cache",
+        progress=progress,
+        threads=1,
+    )
+    assert unlocked == []
+
+
+def test_resume_keeps_what_finished_after_a_killed_run(tmp_path, pristine):
+    from stabilitykit.stage import StudyOptions, run_in_stage
+
+    folder = _copy(pristine, tmp_path)
+    steps = _steps(folder)
+    options = StudyOptions(out=tmp_path / "out", scale="none", cache_dir=tmp_path / "cache")
+    finished = run_in_stage(ARM, "stage_x", options)  # newer than the killed run
+    again = run_in_stage(ARM, "stage_x", StudyOptions(**{**options.__dict__, "resume": True}))
+    assert again.run_dir == finished.run_dir != folder
+    assert _steps(folder) == steps  # the killed run is not trained again

@@ -89,6 +89,45 @@ def test_constant_output_is_collapsed(run, monkeypatch):
     assert result.verdict.evidence[0].criterion == "no_collapse"
 
 
+class PoisonAt(nn.Module):
+    """``inner``, whose output (``what="loss"``) or gradient (``"grad"``) turns non-finite at
+    training step ``step``."""
+
+    def __init__(self, inner, step, what):
+        super().__init__()
+        self.inner, self.step, self.what, self.calls = inner, step, what, 0
+
+    def forward(self, x):
+        y = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.step and self.what == "loss":
+                y = y * float("nan")
+            elif self.calls == self.step:
+                y.register_hook(lambda g: g * float("inf"))
+        return y
+
+
+@pytest.mark.parametrize("what", ["loss", "grad"])
+@pytest.mark.parametrize("step", [1, 3])  # both logged per layer (layer_norm_every=2)
+def test_a_first_non_finite_step_is_diverged_there_with_its_telemetry(run, monkeypatch, step, what):
+    real = gridlines.build_model
+    monkeypatch.setattr(
+        gridlines, "build_model", lambda *a, **k: PoisonAt(real(*a, **k), step, what)
+    )
+    result = run(SMOKE.replace(layer_norm_every=2), progress=False)
+    assert result.verdict.kind is VerdictKind.DIVERGED, result.stats["error"]
+    assert result.stats["nonfinite_step"] == step == result.verdict.evidence[0].step
+    record = read_record(result.run_dir)
+    assert [s["step"] for s in record.steps] == list(range(1, step + 1))
+    bad = record.steps[-1]["loss" if what == "loss" else "grad_norm_preclip"]
+    assert bad in ("nan", "inf")
+    rows = [json.loads(line) for line in (result.run_dir / "layers.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert last["step"] == step and None in last["grad_norm"] + last["update_ratio"]
+    json.dumps(rows, allow_nan=False)  # standard JSON: no NaN or Infinity
+
+
 def test_scheduler_moves_the_lr_and_the_record_shows_it(run):
     cosine = run(SMOKE.replace(scheduler="warmup_cosine", epochs=4, warmup_epochs=1))
     lrs = [h["lr"] for h in cosine.history[1:]]

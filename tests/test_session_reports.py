@@ -22,19 +22,9 @@ def test_stage(arm, run_arm):
 """
 
 
-def run(pytester, cache, *args):
-    argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider", *args]
-    return pytester.runpytest_subprocess(*argv)
-
-
-@pytest.fixture
-def cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "session-reports-data-cache"
-
-
-def test_a_malformed_record_and_a_partial_rerun(pytester, cache):
+def test_a_malformed_record_and_a_partial_rerun(pytester, sk_pytest):
     pytester.makepyfile(TWO_ARMS)
-    run(pytester, cache).assert_outcomes(passed=2)
+    sk_pytest().assert_outcomes(passed=2)
     stage = pytester.path / "reports" / "stage_a"
     first = json.loads((stage / "stage_a_metrics.json").read_text())["rows"]
     agc_run = next(r["run"] for r in first if r["arm_name"] == "agc")
@@ -45,7 +35,7 @@ def test_a_malformed_record_and_a_partial_rerun(pytester, cache):
     (bad / "stats.json").write_text(
         json.dumps({"schema": "stabilitykit.run", "version": 1, "stats": 3})
     )
-    result = run(pytester, cache, "-k", "control")
+    result = sk_pytest("-k", "control")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*control*", "*agc*"])

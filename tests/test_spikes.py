@@ -11,10 +11,19 @@ from torch import nn
 from stabilitykit import Arm, SupervisedWorkload, run_arm
 from stabilitykit.cli import main
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Observation, Spikes, with_criteria
-from stabilitykit.judge.spikes import SpikeRule, find_spikes
+from stabilitykit.judge.spikes import (
+    DEFAULT_RULES,
+    GRAD_NORM_SPIKES,
+    LOSS_SPIKES,
+    SpikeDetector,
+    SpikeRule,
+    find_spikes,
+    largest_excursions,
+)
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.record.run_record import LAYERS
 from stabilitykit.replay import replay
+from stabilitykit.train.telemetry import summarise_steps
 
 N_TRAIN, SPIKY = 32, 13  # training sample 13 carries the injected spike
 
@@ -177,7 +186,7 @@ def test_replay_says_what_is_missing(spiky, tmp_path, capsys):
 def test_the_detector_flags_a_jump_over_its_running_mean_once_warm():
     rows = [{"step": i + 1, "loss": 1.0} for i in range(20)]
     rows[5]["loss"] = 10.0  # inside the warm-up: not judged
-    rows[12]["loss"] = 3.5  # 3.5 > 1 + 2.0 * 1
+    rows[12]["loss"] = 3.5  # 3.5 > 1 + 2.0 * 1 (the spread of a flat window is 0)
     rows[15]["loss"] = float("nan")  # the finite criterion's, not a spike
     rule = SpikeRule("loss", window=4, warmup=8, rtol=2.0)
     spikes = find_spikes(rows, [rule])
@@ -186,8 +195,92 @@ def test_the_detector_flags_a_jump_over_its_running_mean_once_warm():
         SpikeRule(window=0)
     with pytest.raises(ValueError, match=r"SpikeRule.signal: got 'lr'"):
         SpikeRule(signal="lr")
+    with pytest.raises(ValueError, match=r"SpikeRule.sigmas: got -1; allowed: a finite number"):
+        SpikeRule(sigmas=-1)
+    with pytest.raises(ValueError, match=r"SpikeRule.log: got 1; allowed: True or False"):
+        SpikeRule(log=1)
     with pytest.raises(ValueError, match=r"Spikes.max_spikes"):
         Spikes(max_spikes=-1)
+
+
+def _grad_rows(n=600, sd=0.7, seed=0):
+    """A grad-norm series that moves by factors every few steps (log-normal, median 0.5, log
+    sd ``sd``: a 5 x move is ordinary), with a loss beside it."""
+    rng = np.random.default_rng(seed)
+    g = 0.5 * rng.lognormal(0.0, sd, n)
+    loss = 0.1 * rng.lognormal(0.0, 0.1, n)
+    return [
+        {"step": i + 1, "epoch": i // 40 + 1, "loss": float(a), "grad_norm_preclip": float(b)}
+        for i, (a, b) in enumerate(zip(loss, g, strict=True))
+    ]
+
+
+def test_a_series_is_judged_against_its_own_spread():
+    rows = _grad_rows()
+    values = [r["grad_norm_preclip"] for r in rows]
+    means = [np.mean(values[max(0, i - 50) : i]) for i in range(10, len(values))]
+    jumps = sum(v > 3 * m for v, m in zip(values[10:], means, strict=True))
+    assert jumps >= 10  # what a fixed multiple of the mean (the old rule) called spikes
+    assert find_spikes(rows, DEFAULT_RULES) == []
+    rows[300]["grad_norm_preclip"] = 100 * 0.5  # 100 x the series' median: a spike
+    rows[300]["loss"] = 10 * rows[299]["loss"]
+    spikes = find_spikes(rows, DEFAULT_RULES)
+    assert {(s["criterion"], s["step"]) for s in spikes} == {
+        ("loss_spikes", 301),
+        ("grad_norm_spikes", 301),
+    }
+    grad = next(s for s in spikes if s["signal"] == "grad_norm_preclip")
+    assert grad["value"] > grad["limit"] > grad["baseline"] > 0 and grad["spread"] > 0
+
+
+def test_a_flat_series_does_not_flag_its_noise():
+    rows = [{"step": i + 1, "loss": 1.0 + 1e-7 * (-1) ** i} for i in range(100)]
+    rows[60]["loss"] = 1.3  # thousands of standard deviations, but under the 50 % minimum jump
+    rows[80]["loss"] = 1.6
+    assert [s["step"] for s in find_spikes(rows, [LOSS_SPIKES])] == [81]
+
+
+def test_a_series_that_settles_at_a_new_level_stops_being_flagged():
+    rows = [{"step": i + 1, "loss": 1.0 + 0.01 * (i % 3)} for i in range(300)]
+    for row in rows[100:]:
+        row["loss"] *= 10
+    steps = [s["step"] for s in find_spikes(rows, [LOSS_SPIKES])]
+    assert steps[0] == 101  # the jump is flagged; the new level enters the window at the limit,
+    assert steps == list(range(101, steps[-1] + 1)) and steps[-1] < 101 + LOSS_SPIKES.window
+    # so the 200 steps at the new level are not flagged for ever
+
+
+def test_warmup_does_not_hide_the_largest_excursion():
+    rows = _grad_rows()
+    rows[2]["grad_norm_preclip"] = 2407.0  # step 3: in the warm-up of 3 values
+    assert GRAD_NORM_SPIKES.warmup == 3
+    assert all(s["step"] != 3 for s in find_spikes(rows, DEFAULT_RULES))
+    largest = summarise_steps(rows)["largest_excursion"]["grad_norm_preclip"]
+    assert (largest["step"], largest["value"], largest["window"]) == (3, 2407.0, 2)
+    assert largest["warmup"] is True and largest["flagged"] is False
+    assert largest["jump"] == pytest.approx(2407.0 / largest["baseline"], rel=1e-12)
+    assert largest["jump"] > 100
+    rows[400]["grad_norm_preclip"] = 5000.0  # a larger one after the warm-up: flagged
+    largest = largest_excursions(rows)["grad_norm_preclip"]
+    assert (largest["step"], largest["warmup"], largest["flagged"]) == (401, False, True)
+
+
+def test_online_detection_in_any_flushes_and_after_a_resume_equals_the_whole_run():
+    rows = _grad_rows(n=300)
+    rows[150]["grad_norm_preclip"] = 80.0
+    whole = SpikeDetector(DEFAULT_RULES)
+    expected = whole.feed(rows)
+    assert expected and expected == find_spikes(rows, DEFAULT_RULES)
+    online, found = SpikeDetector(DEFAULT_RULES), []
+    for i in range(0, 140, 7):
+        found += online.feed(rows[i : i + 7])
+    state = json.loads(json.dumps(online.state_dict()))  # as a checkpoint keeps it
+    resumed = SpikeDetector(DEFAULT_RULES)
+    resumed.load_state_dict(state)
+    found += resumed.feed(rows[140:])
+    assert found == expected and resumed.largest() == whole.largest()
+    with pytest.raises(ValueError, match="other spike rules"):
+        SpikeDetector([LOSS_SPIKES]).load_state_dict(state)
 
 
 def test_every_spike_is_counted_and_the_first_ones_kept_with_evidence(monkeypatch, tmp_path):

@@ -5,6 +5,7 @@ import torch
 
 from stabilitykit.arm import apply_scale
 from stabilitykit.judge.verdict import Verdict, VerdictKind
+from stabilitykit.numerics import expected_mode
 from stabilitykit.record.run_record import RunWriter, new_run_dir
 from stabilitykit.record.schema import stamp
 from stabilitykit.run import code_fingerprint
@@ -89,6 +90,7 @@ def record(stage_dir, arm=SMOKE, session="old", created=None, stage="stage_a", s
         "code_fingerprint": code_fingerprint(),
         "workload": arm.workload_impl.describe(),
         "tags": {"stage": stage, "session": session},
+        "numerics": {"mode": expected_mode(None, arm.device)},
     }
     writer.write_config({**config, **({"created": created} if created else {})})
     writer.write_history([{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "val_loss": 0.1}])
@@ -173,6 +175,18 @@ def test_find_cached_takes_the_last_created_record(tmp_path):
     new = record(stage_dir, SMOKE.replace(name="aa_new"), created="2026-01-02T00:00:00+00:00")
     record(stage_dir, SMOKE.replace(name="zz_old"), created="2026-01-01T00:00:00+00:00")
     assert find_cached(stage_dir, SMOKE).path == new
+
+
+def test_find_cached_passes_over_a_record_of_other_numerics(tmp_path):
+    stage_dir = tmp_path / "stage_a"
+    native = record(stage_dir, SMOKE, created="2026-01-02T00:00:00+00:00")
+    config = json.loads((native / "config.json").read_text())
+    config["numerics"]["mode"] = "native"
+    (native / "config.json").write_text(json.dumps(config))
+    if expected_mode(None) == "native":
+        pytest.skip("this machine runs native numerics: there is no other mode to pass over")
+    assert find_cached(stage_dir, SMOKE) is None
+    assert find_cached(stage_dir, SMOKE, "native").path == native
 
 
 def test_a_stage_name_that_is_no_path_gets_no_report(tmp_path):

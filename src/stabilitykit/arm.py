@@ -36,9 +36,21 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Fields that do not change the numbers: left out of the hash (``layer_norm_every`` only decides
 # how often per-layer telemetry is written).
-_UNHASHED = frozenset({"name", "scale", "layer_norm_every"})
+_UNHASHED = frozenset({"name", "scale", "layer_norm_every", "sweep"})
 #: Model fields an architecture may accept (``None``: the architecture's default).
 MODEL_FIELDS = ("width", "modes", "fno_blocks", "min_resolution", "max_channels", "layerscale_init")
+#: The numeric fields a sweep may vary (:mod:`stabilitykit.sweep`).
+SWEEPABLE = (
+    "lr",
+    "weight_decay",
+    "clip_value",
+    "epochs",
+    "batch_size",
+    "warmup_epochs",
+    "lr_step_epochs",
+    "lr_gamma",
+    *MODEL_FIELDS,
+)
 
 
 def _fail(field_name: str, value: Any, allowed: str) -> None:
@@ -58,6 +70,9 @@ class Arm:
     ``lr_gamma`` every ``lr_step_epochs`` epochs. Every ``grad_norm_every`` steps the global
     gradient norms are logged; every ``layer_norm_every`` steps (0: never) each layer's gradient
     norm and update-to-weight ratio (``layers.jsonl``; not in the hash: it changes no number).
+    ``sweep``: ``(family, field)`` when the arm is a point of a sweep (:mod:`stabilitykit.sweep`)
+    over ``field`` (one of :data:`SWEEPABLE`); a scale keeps that field as written. Not in the
+    hash: it names the point's family, as ``name`` names the arm.
     """
 
     name: str = "arm"
@@ -88,6 +103,7 @@ class Arm:
     seed: int = 20260128
     device: str = "cpu"
     scale: str = "custom"
+    sweep: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -155,6 +171,14 @@ class Arm:
             _fail("seed", self.seed, "an int in [0, 2**63)")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             _fail("device", self.device, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.sweep is not None and not (
+            isinstance(self.sweep, tuple)
+            and len(self.sweep) == 2
+            and isinstance(self.sweep[0], str)
+            and NAME_PATTERN.match(self.sweep[0])
+            and self.sweep[1] in SWEEPABLE
+        ):
+            _fail("sweep", self.sweep, f"None or (family name, one of {SWEEPABLE})")
         self._check_model()
 
     @property
@@ -200,6 +224,7 @@ class Arm:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["data"] = spec_dict(self.data)
         out["betas"] = list(self.betas)
+        out["sweep"] = list(self.sweep) if self.sweep is not None else None
         out["workload_code"] = fingerprint(type(self.workload_impl))
         return out
 
@@ -223,6 +248,8 @@ class Arm:
             kwargs["data"] = workload.spec_from_dict(kwargs["data"])
         if "betas" in kwargs:
             kwargs["betas"] = tuple(kwargs["betas"])
+        if kwargs.get("sweep") is not None:
+            kwargs["sweep"] = tuple(kwargs["sweep"])
         return cls(**kwargs)
 
     @property
@@ -275,7 +302,8 @@ def scale_arm(arm: Arm, scale: Scale) -> Arm:
     """``arm`` at ``scale``: the scale's data-spec fields and epochs, and its model fields where
     the architecture accepts them (modes capped, a channel cap kept at the same multiple of the
     width), and the scale's declared ``recipe`` changes (e.g. the lr at ``ci``). A schedule keeps
-    its period in epochs. A scale never changes the architecture, loss, clipping or seed."""
+    its period in epochs. A scale never changes the architecture, loss, clipping or seed, nor a
+    sweep point's swept field (``arm.sweep``): the sweep's values are the ones run."""
     changes: dict[str, Any] = {"scale": scale.name}
     if scale.data:
         replace = getattr(arm.data, "replace", None)
@@ -296,6 +324,8 @@ def scale_arm(arm: Arm, scale: Scale) -> Arm:
     width = scale.model.get("width")
     if "max_channels" in accepted and arm.max_channels is not None and width is not None:
         changes["max_channels"] = max(1, arm.max_channels * width // kwargs["width"])
+    if arm.sweep is not None:
+        changes.pop(arm.sweep[1], None)
     return arm.replace(**changes)
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    stabilitykit compare BASE HEAD [--require-baseline]   # exit 1 on a regression
+    stabilitykit compare BASE HEAD [--require-baseline] [--strict]  # exit 1 on a regression
+    stabilitykit power BASELINE...   # what the gate can detect, per metric (docs/criteria.md)
     stabilitykit report DIR [--stage NAME] [--out DIR]
     stabilitykit accept DIR --baseline PATH [--stage NAME] [--arm PATTERN ...]
     stabilitykit merge DIR... --out DIR --stage NAME   # writes DIR/NAME/ as the plugin does
@@ -153,8 +154,29 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         base = baseline_from_runs(base, stage=stage, scale=scale, path=Path(args.base))
     report = gate_runs(head, base)
     warn(console, base_notes + head_notes)
-    console.print(report.rich(args.require_baseline))
-    return EXIT_OK if report.ok(args.require_baseline) else EXIT_REGRESSION
+    console.print(report.rich(args.require_baseline, args.strict))
+    return EXIT_OK if report.ok(args.require_baseline, args.strict) else EXIT_REGRESSION
+
+
+def cmd_power(args: argparse.Namespace, console: Console) -> int:
+    from stabilitykit.gate.metrics import DEFAULT_RULES, rules_from_config
+    from stabilitykit.gate.power import power_markdown, power_table
+    from stabilitykit.workload import get_workload
+
+    def rules(entry: Any) -> Any:  # the gated metrics of the arm's workload, as it declares them
+        name = entry.arm.get("workload")
+        return (
+            rules_from_config({"workload": get_workload(name).describe()})
+            if name
+            else (DEFAULT_RULES)
+        )
+
+    tables = []
+    for path in map(Path, args.baselines):
+        baseline = read_baseline(path)
+        tables.append((baseline.stage or path.stem, power_table(baseline, rules)))
+    console.print(Text(power_markdown(tables).rstrip()), soft_wrap=True)
+    return EXIT_OK
 
 
 def _selected(run: ArmRun, patterns: Sequence[str]) -> bool:
@@ -408,7 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a HEAD arm missing from BASE, or changed since, fails too (for CI)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a comparison the gate cannot decide (spread too wide for the sample) fails too",
+    )
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "power",
+        help="what the gate can detect: per gated metric, its spread and smallest regression",
+        description="For each arm and gated metric of the baseline files: the spread over "
+        "seeds and the smallest regression the gate calls, same machine (seed against seed) "
+        "and across machines (one run against the seeds' spread). Prints the markdown table "
+        "of docs/criteria.md.",
+    )
+    p.add_argument("baselines", nargs="+", metavar="BASELINE", help="baseline file(s)")
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser("report", help="render the stage summary from the run records under DIR")
     p.add_argument("dir", metavar="DIR", help="folder holding run folders (searched recursively)")

@@ -134,6 +134,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="write the selected arms' results into the baseline files (needs --sk-baseline)",
     )
+    group.addoption(
+        "--sk-numerics",
+        default=None,
+        choices=("auto", "portable", "native"),
+        help="CPU kernels: portable (pinned to what every x86-64 with AVX2 runs alike: the same "
+        "bits on any such machine), native (this processor's fastest), auto (portable where it "
+        "can be guaranteed, else native). Set for the whole session at start-up. Default: "
+        "auto, or $STABILITYKIT_NUMERICS",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Pin the CPU kernels before any conftest or test module can run a torch computation:
+    each kernel library reads its setting once (:mod:`stabilitykit.numerics`). The environment
+    carries the mode to xdist workers and submitit jobs."""
+    from stabilitykit.numerics import MODE_ENV, NumericsError, pin, requested_mode
+
+    mode = getattr(early_config.known_args_namespace, "sk_numerics", None)
+    try:
+        pin(requested_mode(mode))
+    except (NumericsError, ValueError) as exc:
+        source = "--sk-numerics" if mode is not None else MODE_ENV
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -321,6 +345,7 @@ def _options(config: pytest.Config) -> StudyOptions:
                 cache_dir=_path_or_none(config.getoption("sk_cache")),
                 resume=config.getoption("sk_resume"),
                 fast=config.getoption("sk_fast"),
+                numerics=config.getoption("sk_numerics"),
                 worker=_worker_number(workerinput),
                 keep_checkpoints=config.getoption("sk_keep_checkpoints"),
                 **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS},
@@ -468,11 +493,9 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
             ]
         gate_problems, known = _gate(request.config, stage, result, rules)
         if problems and not gate_problems and known:
-            # the baseline holds this very verdict for this seed: a known result, not a regression
-            pytest.xfail(
-                f"{result.arm.id}: {result.verdict.kind.value}, as in its baseline ({known}): "
-                f"{problems[0]}"
-            )
+            # the baseline holds this verdict (for this seed, or at every seed), or, against
+            # another machine's seeds, it cannot tell: a known result, not a regression
+            pytest.xfail(f"{result.arm.id}: {result.verdict.kind.value}, {known}: {problems[0]}")
         problems += gate_problems
         if problems:
             pytest.fail(
@@ -537,8 +560,8 @@ def _remember(request: pytest.FixtureRequest, **entry: Any) -> None:
 
 def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> tuple[list[str], str]:
     """Problems of ``result`` against its baseline entry (none without ``--sk-baseline``), and,
-    when the entry holds the run's very verdict for its seed and nothing regressed, the
-    baseline's path (the verdict is then known, not a regression)."""
+    when its failed verdict is no regression (``GateResult.known_verdict``), why, naming the
+    baseline's path."""
     root = config.getoption("sk_baseline")
     if not root or config.getoption("sk_accept"):
         return [], ""
@@ -552,11 +575,11 @@ def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> tuple[l
     gated = gate_arm(result, baseline, rules)
     if not gated.ok(require_baseline=config.getoption("sk_require_baseline")):
         return [f"stability gate against {path}:\n{gated.render()}"], ""
-    if gated.status in (GateStatus.MISSING, GateStatus.NOT_COMPARABLE):
-        warnings.warn(pytest.PytestWarning(f"stabilitykit gate: {gated.summary()}"), stacklevel=1)
-    verdict = next((c for c in gated.checks if c.name == "verdict"), None)
-    same = verdict is not None and verdict.baseline == result.verdict.kind.value
-    return [], str(path) if gated.passed and same and gated.reference.startswith("seed") else ""
+    if gated.status in (GateStatus.MISSING, GateStatus.NOT_COMPARABLE, GateStatus.NOT_DECIDED):
+        summary = gated.summary() + (f" ({gated.comparison})" if gated.comparison else "")
+        warnings.warn(pytest.PytestWarning(f"stabilitykit gate: {summary}"), stacklevel=1)
+    known = gated.known_verdict
+    return [], f"{known} ({path})" if known else ""
 
 
 class StageReporter:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import os
 import platform
 import shutil
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,12 @@ import torch
 from stabilitykit.arm import Arm, scale_changes
 from stabilitykit.cache import default_cache_dir
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion, Observation, judge
-from stabilitykit.judge.spikes import SpikeRule
+from stabilitykit.judge.spikes import DEFAULT_RULES, SpikeRule
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
+from stabilitykit.numerics import applied as numerics_applied
+from stabilitykit.numerics import check_mode
+from stabilitykit.record.code import code_under_test
+from stabilitykit.record.lock import RunLock
 from stabilitykit.record.run_record import (
     CHECKPOINTS,
     RunRecord,
@@ -51,6 +55,8 @@ from stabilitykit.train.loop import (
     is_out_of_memory,
     train,
 )
+from stabilitykit.track import TrackedRun, Tracker, Trackers
+from stabilitykit.track import trackers as make_trackers
 from stabilitykit.train.telemetry import summarise_history, summarise_steps
 from stabilitykit.workload import Evaluation, Tensors, Workload, WorkloadError
 
@@ -87,15 +93,11 @@ NUMERIC_CODE = ("arm.py", "run.py", "workload.py", "cache.py", "train")
 @functools.cache
 def code_fingerprint() -> str:
     """sha256 (16 hex) over the source of :data:`NUMERIC_CODE` (reports and gates excluded: they
-    do not change a run's numbers)."""
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in NUMERIC_CODE:
-        target = root / name
-        for path in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    do not change a run's numbers), normalised as a workload's code is: comments, docstrings and
+    formatting do not count (:mod:`stabilitykit.fingerprint`)."""
+    from stabilitykit.fingerprint import digest, source_files
+
+    return digest(source_files(Path(__file__).parent, NUMERIC_CODE))
 
 
 def versions() -> dict[str, str]:
@@ -190,6 +192,7 @@ def _config(
             "capability": torch.backends.cpu.get_cpu_capability(),
         },
         "tags": tags,
+        "code": code_under_test(type(arm.workload_impl)),
     }
 
 
@@ -321,6 +324,10 @@ def run_arm(
     resume: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     fast: FastPath | None = None,
+    numerics: str | None = None,
+    tensorboard: str | os.PathLike | None = None,
+    mlflow: str | os.PathLike | None = None,
+    trackers: Iterable[Tracker] = (),
 ) -> ArmResult:
     """Train, evaluate and judge ``arm``; write its record to a fresh folder under
     ``out_dir/runs/``.
@@ -334,9 +341,15 @@ def run_arm(
     folder of a killed or interrupted run of this same arm and code: it continues from its last
     checkpoint in that folder and ends with the numbers an uninterrupted run gives (CPU: to the
     bit). The record says so (``resumes`` in ``config.json`` and ``stats.json``: from which epoch
-    and step, and how many logged steps were replayed). A folder of another arm or code, a
-    finished run or a corrupt checkpoint is refused (``ValueError`` naming the folder and the
-    difference) before anything is written.
+    and step, and how many logged steps were replayed). A checkpoint that fails its checksum is
+    refused by name (a warning, and ``refused`` in the entry): the run continues from the newest
+    good one, or starts afresh in the same folder (``fallback``). A resume continues with the
+    run's recorded settings (:data:`RESUME_SETTINGS`: ``threads=None`` takes the recorded count).
+    A folder of another arm or code, a finished run or an explicit setting other than the
+    recorded one is refused (``ValueError`` naming the folder and the difference) before
+    anything is written. While a run trains or resumes its folder is locked (``run.lock``); a
+    second process is refused with :class:`~stabilitykit.record.lock.RunLockedError` naming
+    the holder.
 
     A run that dies (non-finite loss, out of memory, an exception) still returns a result with
     its verdict and a complete record; Ctrl-C writes the record, then re-raises. ``tags`` (e.g.
@@ -346,7 +359,20 @@ def run_arm(
     True shows a rich progress bar when stderr is a terminal, False none, or a callable
     ``(step, total_steps, info)``. ``written``: the arm as its author wrote it, when ``arm`` is
     that arm at a scale; the fields the scale changed are recorded (``scale_changes``).
+
+    ``numerics``: ``auto`` (default, or the ``STABILITYKIT_NUMERICS`` environment variable),
+    ``portable`` or ``native`` (:mod:`stabilitykit.numerics`): which CPU kernels may run. The
+    mode in force and what it depends on are recorded (``numerics`` in ``config.json``); a
+    resume continues in the recorded mode. ``portable`` that cannot be guaranteed raises
+    :class:`~stabilitykit.numerics.NumericsError` before anything is written.
+
+    ``tensorboard`` (a folder), ``mlflow`` (a tracking URI or folder) and ``trackers`` (more
+    :class:`~stabilitykit.track.Tracker` objects) mirror the run into experiment trackers as it
+    goes (:mod:`stabilitykit.track`, docs/trackers.md); a resume continues their curves. A
+    tracker that fails is left out for the rest of the run and named in ``stats.json``
+    (``trackers``); the record is complete regardless.
     """
+    tracked = make_trackers(tensorboard, mlflow, trackers)  # a missing extra: before any work
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
@@ -354,6 +380,7 @@ def run_arm(
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    held = contextlib.ExitStack()  # the run folder's lock, released after the record is written
     try:
         return _run_arm(
             arm,
@@ -366,8 +393,13 @@ def run_arm(
             resume,
             keep_checkpoints,
             fast or FastPath(),
+            threads,
+            held,
+            numerics,
+            tracked,
         )
     finally:
+        held.close()
         torch.set_num_threads(previous)
 
 
@@ -382,7 +414,12 @@ def _run_arm(
     resume: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     fast: FastPath = FastPath(),  # noqa: B008 (frozen, immutable)
+    threads: int | None = None,
+    held: contextlib.ExitStack | None = None,
+    numerics: str | None = None,
+    tracked: Trackers | None = None,
 ) -> ArmResult:
+    tracked = tracked if tracked is not None else Trackers()
     if not isinstance(arm, Arm):
         raise TypeError(f"run_arm: arm: expected an Arm, got {type(arm).__name__}")
     if not isinstance(fast, FastPath):
@@ -390,22 +427,43 @@ def _run_arm(
     if not isinstance(keep_checkpoints, bool):
         raise ValueError(f"keep_checkpoints: got {keep_checkpoints!r}; allowed: True or False")
     criteria = tuple(criteria) if isinstance(criteria, Iterable) else criteria
-    prior = check_resume(Path(resume), arm) if resume is not None else None
+    held = held if held is not None else contextlib.ExitStack()
+    if numerics is not None:
+        check_mode(numerics)
+    if not isinstance(out_dir, (str, os.PathLike)) or Path(out_dir).is_file():
+        raise ValueError(f"out_dir: got {out_dir!r}; allowed: a folder (made when missing)")
+    prior = None
+    if resume is not None:
+        check_run_folder(resume)
+        held.enter_context(RunLock(Path(resume)))  # before reading: one resume at a time
+        asked = {"threads": threads, "numerics": None if numerics in (None, "auto") else numerics}
+        prior = check_resume(Path(resume), arm, asked)
+        if prior.settings["threads"] is not None:
+            torch.set_num_threads(prior.settings["threads"])  # run_arm restores it
+        for refused in prior.refused:
+            warnings.warn(f"stabilitykit: refused {refused['reason']}", stacklevel=3)
     check_device(arm.device)
+    if prior is not None and prior.settings.get("numerics") is not None:
+        numerics = prior.settings["numerics"]  # the recorded mode (a conflict was refused)
+    # before this run's first kernel: the libraries choose theirs once per process
+    numerics_block = held.enter_context(numerics_applied(numerics, arm.device))
     device = torch.device(arm.device)
     workload = arm.workload_impl
     data = workload.build_data(
         arm.data, Path(cache_dir) if cache_dir is not None else default_cache_dir()
     )
     data_hash = workload.data_hash(arm.data)
-    writer = RunWriter(prior.path if prior is not None else new_run_dir(out_dir, arm.id))
+    if prior is None:
+        folder = new_run_dir(out_dir, arm.id)
+        held.enter_context(RunLock(folder))
+    writer = RunWriter(prior.path if prior is not None else folder)
     clipper = Clipper(arm.clip, arm.clip_value)
     history: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     resumes: list[dict[str, Any]] = []
     if prior is not None:
         resumes = prior.resume(writer)
-        history, steps = list(prior.state["history"]), prior.steps
+        history, steps = list((prior.state or {}).get("history", [])), prior.steps
     checkpoints = CheckpointWriter(
         lambda: writer.path / CHECKPOINTS,  # the run folder's final name (config is written)
         keep=keep_checkpoints,
@@ -415,10 +473,16 @@ def _run_arm(
     def on_steps(rows: list[dict[str, Any]]) -> None:
         writer.append_steps(rows)
         steps.extend(rows)
+        tracked.steps(rows)
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
         writer.write_history(history)
+        tracked.epoch(row)
+
+    def on_layers(rows: list[dict[str, Any]]) -> None:
+        writer.append_layers(telemetry.header(), rows)
+        tracked.layers(telemetry.names, rows)
 
     model: torch.nn.Module | None = None
     setup: TrainSetup | None = None
@@ -434,15 +498,17 @@ def _run_arm(
             model = model.to(device)
             config = _config(arm, data_hash, model, clipper, tags, written)
             config["fast_path"] = fast.describe()
+            config["numerics"] = numerics_block
             if prior is not None:
                 config.update(created=prior.config.get("created"), resumes=resumes)
             writer.write_config(config)
+            tracked.start(TrackedRun(writer.path, config, resumed=prior is not None))
             setup = setup_for(arm, data, model, clipper, device, fast)
             telemetry = LayerTelemetry(
                 model,
                 arm.layer_norm_every,
                 spike_rules(criteria),
-                lambda rows: writer.append_layers(telemetry.header(), rows),
+                on_layers,
             )
             hooks = Hooks(
                 resume=prior.state if prior is not None else None,
@@ -462,7 +528,8 @@ def _run_arm(
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
             outcome = _failure(exc)
         if not (writer.path / "config.json").exists():
-            writer.write_config(_config(arm, data_hash, model, clipper, tags, written))
+            config = _config(arm, data_hash, model, clipper, tags, written)
+            writer.write_config({**config, "numerics": numerics_block})
         metrics: dict[str, Any] = {}
         if outcome.status == "completed" and model is not None and setup is not None:
             try:
@@ -476,7 +543,7 @@ def _run_arm(
             "traceback": outcome.traceback,
             **summarise_history(history),
         }
-        stats.update(summarise_steps(steps))
+        stats.update(summarise_steps(steps, spike_rules(criteria) or DEFAULT_RULES))
         if telemetry is not None:
             stats["spikes"] = telemetry.spikes  # the first MAX_RECORDED per rule, with evidence
             stats["spike_counts"] = telemetry.counts
@@ -496,12 +563,20 @@ def _run_arm(
         writer.write_metrics(metrics)
         if model is not None:
             writer.save_model(model.state_dict())
+        if tracked:
+            stats["trackers"] = dict(tracked.status)
         writer.write_stats(stats, verdict)
+        if tracked:  # each tracker's end, from the record as written; a failure is recorded
+            tracked.finish(read_record(writer.path))
+            if stats["trackers"] != tracked.status:
+                stats["trackers"] = dict(tracked.status)
+                writer.write_stats(stats, verdict)
         if outcome.status != "interrupted" and not keep_checkpoints:
             # finished: nothing to resume
             shutil.rmtree(writer.path / CHECKPOINTS, ignore_errors=True)
     finally:
         writer.close()
+        tracked.close()  # a run that raised: what the trackers hold is sent
     if outcome.status == "interrupted":
         raise KeyboardInterrupt
     return ArmResult(arm, verdict, metrics, stats, history, writer.path)
@@ -515,37 +590,98 @@ def spike_rules(criteria: Iterable[Criterion]) -> list[SpikeRule]:
     return [r for r in rules if isinstance(r, SpikeRule)]
 
 
+#: Settings a run records in ``config.json`` that change its numbers, as ``name: path in
+#: config.json``. A resume continues with the recorded value; an explicit request for another
+#: one is refused (:func:`resume_settings`). The record is never rewritten.
+RESUME_SETTINGS: dict[str, tuple[str, ...]] = {
+    "threads": ("torch_threads",),
+    "numerics": ("numerics", "mode"),
+}
+
+
+def resume_settings(
+    where: str, config: dict[str, Any], requested: dict[str, Any]
+) -> dict[str, Any]:
+    """For each of :data:`RESUME_SETTINGS`, the value a resume continues with: the recorded
+    one (else the requested one, for a record that lacks it). ``requested``: name -> value, or
+    ``None`` when not asked for. ``ValueError`` naming the field when a request differs."""
+    out: dict[str, Any] = {}
+    for name, keys in RESUME_SETTINGS.items():
+        recorded: Any = config
+        for key in keys:
+            recorded = recorded.get(key) if isinstance(recorded, dict) else None
+        want = requested.get(name)
+        if want is not None and recorded is not None and want != recorded:
+            field = ".".join(keys)
+            raise ValueError(
+                f"{where}: {name}: the run was trained with {field} = {recorded!r}, asked for "
+                f"{want!r}; a resume continues with the recorded value (leave {name} unset or "
+                f"give {recorded!r})"
+            )
+        out[name] = recorded if recorded is not None else want
+    return out
+
+
 @dataclass
 class Resumable:
-    """A killed run folder checked for resuming: its config, last checkpoint and kept steps."""
+    """A killed run folder checked for resuming: its config, the checkpoint to continue from
+    (``state`` None: none usable, the run starts afresh in its folder), the checkpoints refused
+    on the way, the kept steps and the settings it continues with."""
 
     path: Path
     config: dict[str, Any]
-    state: dict[str, Any]
-    checkpoint: Path
+    state: dict[str, Any] | None
+    checkpoint: Path | None
     seconds: float
     steps: list[dict[str, Any]]
+    refused: list[dict[str, str]]
+    settings: dict[str, Any]
+
+    @property
+    def fallback(self) -> str | None:
+        """``None`` (the newest checkpoint), ``"earlier checkpoint"`` or ``"afresh"``."""
+        if self.state is None:
+            return "afresh"
+        return "earlier checkpoint" if self.refused else None
 
     def resume(self, writer: RunWriter) -> list[dict[str, Any]]:
         """Cut the streamed rows back to the checkpoint; the ``resumes`` list for the record."""
-        step = int(self.state["step"])
+        state = self.state or {"epoch": 0, "step": 0}
+        step = int(state["step"])
         last = writer.truncate_streams(step)
         self.steps = [r for r in self.steps if isinstance(r.get("step"), int) and r["step"] <= step]
         entry = {
-            "from_epoch": int(self.state["epoch"]),
+            "from_epoch": int(state["epoch"]),
             "from_step": step,
             "steps_replayed": last - step,
-            "checkpoint": self.checkpoint.name,
+            "checkpoint": self.checkpoint.name if self.checkpoint is not None else None,
+            "fallback": self.fallback,
+            "refused": self.refused,
             "previous_session": (self.config.get("tags") or {}).get("session"),
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         return [*(self.config.get("resumes") or []), entry]
 
 
-def check_resume(path: Path, arm: Arm) -> Resumable:
+def check_run_folder(resume: Any) -> None:
+    """``ValueError`` naming ``resume`` unless it is a folder, given as a str or path."""
+    if isinstance(resume, bool) or not isinstance(resume, (str, os.PathLike)):
+        raise ValueError(f"resume: got {resume!r}; allowed: a run folder (a str or path) or None")
+    if not Path(resume).is_dir():
+        raise ValueError(f"resume {resume}: not a readable run folder (no such folder)")
+
+
+def check_resume(path: Path, arm: Arm, requested: dict[str, Any] | None = None) -> Resumable:
     """``path`` as a run folder that ``arm`` can resume, else ``ValueError`` naming the folder
-    and what differs. Nothing is written."""
+    and what differs (another arm or code, a finished run, a setting of ``requested`` other than
+    the recorded one: :func:`resume_settings`). Nothing is written.
+
+    The newest checkpoint that passes its checksum and belongs to this arm and code is the one
+    to continue from; those refused are named (``refused``). With none usable the run starts
+    afresh in the same folder."""
     where = f"resume {path}"
+    check_run_folder(path)
+    path = Path(path)
     try:
         record = read_record(path)
     except (RecordError, OSError) as exc:
@@ -569,19 +705,20 @@ def check_resume(path: Path, arm: Arm) -> Resumable:
             f"{config.get('code_fingerprint')} != {code_fingerprint()}): it would not continue "
             "with the same numbers"
         )
-    found = list_checkpoints(path / CHECKPOINTS)
-    if not found:
-        raise ValueError(
-            f"{where}: no checkpoint in {path / CHECKPOINTS} (killed before its first epoch "
-            "ended): run the arm afresh"
+    settings = resume_settings(where, config, requested or {})
+    refused: list[dict[str, str]] = []
+    for _, checkpoint in reversed(list_checkpoints(path / CHECKPOINTS)):
+        try:
+            state = load_checkpoint(checkpoint)
+            for key, want in (("arm_hash", arm.hash), ("code_fingerprint", code_fingerprint())):
+                if state.get(key) != want:
+                    raise CheckpointError(f"{checkpoint}: {key} {state.get(key)!r} != {want!r}")
+        except CheckpointError as exc:
+            refused.append({"checkpoint": checkpoint.name, "reason": str(exc)})
+            continue
+        history = state["history"]
+        seconds = sum(float(r.get("seconds") or 0.0) for r in history if isinstance(r, dict))
+        return Resumable(
+            path, config, state, checkpoint, seconds, list(record.steps), refused, settings
         )
-    checkpoint = found[-1][1]
-    try:
-        state = load_checkpoint(checkpoint)
-    except CheckpointError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    for key, want in (("arm_hash", arm.hash), ("code_fingerprint", code_fingerprint())):
-        if state.get(key) != want:
-            raise ValueError(f"{where}: {checkpoint.name}: {key} {state.get(key)!r} != {want!r}")
-    seconds = sum(float(r.get("seconds") or 0.0) for r in state["history"] if isinstance(r, dict))
-    return Resumable(path, config, state, checkpoint, seconds, list(record.steps))
+    return Resumable(path, config, None, None, 0.0, [], refused, settings)

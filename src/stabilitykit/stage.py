@@ -16,6 +16,7 @@ from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
 from stabilitykit.names import check_path_name
+from stabilitykit.numerics import check_mode, expected_mode
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
 from stabilitykit.run import ArmResult, check_device, check_resume, code_fingerprint, run_arm
 from stabilitykit.train.fast import FastPath
@@ -36,6 +37,7 @@ class StudyOptions:
     resume: bool = False
     keep_checkpoints: bool = False
     fast: str | None = None  # speed options, e.g. "fused,tf32" (stabilitykit.train.fast)
+    numerics: str | None = None  # auto, portable or native (stabilitykit.numerics); None: auto
     worker: int | None = None  # the xdist worker's number (gw3: 3), None outside xdist
     # each arm as a cluster job (stabilitykit.cluster): None trains in this process
     executor: str | None = None  # "local" or "slurm"
@@ -70,6 +72,8 @@ class StudyOptions:
 
         check_options(self)
         FastPath.parse(self.fast)
+        if self.numerics is not None:
+            check_mode(self.numerics, "--sk-numerics")
 
     def prepare(self, arm: Arm, replicate: int = 0) -> Arm:
         """``arm`` at this session's scale and device, seed shifted by ``replicate``."""
@@ -121,7 +125,15 @@ def run_in_stage(
 
     With ``options.executor`` the arm is submitted as a cluster job and this waits for it
     (:mod:`stabilitykit.cluster`). ``tags``: more tags for the record (a job's id);
-    ``resume_from``: the run folder to continue (a requeued job's own run)."""
+    ``resume_from``: the run folder to continue (a requeued job's own run).
+
+    A sweep point (``arm.sweep``) whose run is already complete under the stage, by this code
+    in the numerics mode this run would have, is read from its record, not trained again
+    (:func:`reused_point`), unless ``options.rerun``."""
+    if resume_from is None:
+        reused = reused_point(arm, stage, options, replicate)
+        if reused is not None:
+            return reused
     if options.executor is not None:
         from stabilitykit.cluster import ArmJob, run_as_job
 
@@ -140,11 +152,11 @@ def run_in_stage(
     if expect is not None:
         tags["expect"] = expect
     resume = Path(resume_from) if resume_from is not None else None
-    if resume is None and options.resume:  # continue what was killed, keep what finished
-        resume = find_resumable(options.stage_dir(stage), prepared)
-        finished = find_cached(options.stage_dir(stage), prepared) if resume is None else None
-        if finished is not None:
+    if resume is None and options.resume:  # keep what finished, else continue what was killed
+        finished = find_cached(options.stage_dir(stage), prepared, options.numerics)
+        if finished is not None:  # even beside an older killed run: nothing is trained twice
             return result_from_record(finished)
+        resume = find_resumable(options.stage_dir(stage), prepared)
     return run_arm(
         prepared,
         written=arm,
@@ -157,12 +169,27 @@ def run_in_stage(
         resume=resume,
         keep_checkpoints=options.keep_checkpoints,
         fast=FastPath.parse(options.fast),
+        numerics=options.numerics,
     )
+
+
+def reused_point(
+    arm: Arm, stage: str, options: StudyOptions, replicate: int = 0
+) -> ArmResult | None:
+    """The result of sweep point ``arm`` (prepared by ``options``) from its newest complete
+    record under the stage (:func:`find_cached`: same arm hash, code and numerics mode), or
+    ``None``: ``arm`` is no sweep point, ``options.rerun`` is set, or no such record exists."""
+    if arm.sweep is None or options.rerun:
+        return None
+    prepared = options.prepare(arm, replicate)
+    cached = find_cached(options.stage_dir(stage), prepared, options.numerics)
+    return result_from_record(cached) if cached is not None else None
 
 
 def find_resumable(stage_dir: Path, arm: Arm) -> Path | None:
     """The newest run folder under ``stage_dir`` that ``arm`` can resume (killed or interrupted,
-    same arm and code, a checkpoint in it), else ``None``: the arm then runs afresh."""
+    same arm and code; one without a usable checkpoint starts afresh in its folder), else
+    ``None``: the arm then runs afresh in a new folder."""
     best: tuple[Any, Path] | None = None
     for path in find_runs(stage_dir):
         try:
@@ -191,9 +218,11 @@ def check_expect(expect: Any) -> str | None:
     return value
 
 
-def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
+def find_cached(stage_dir: Path, arm: Arm, numerics: str | None = None) -> RunRecord | None:
     """The newest finished record (by :attr:`RunRecord.created`; not ``interrupted``) under
-    ``stage_dir`` of exactly this arm, run by this code; unreadable records are passed over."""
+    ``stage_dir`` of exactly this arm, run by this code in the numerics mode a run asked for
+    ``numerics`` would have; unreadable records are passed over."""
+    mode = expected_mode(numerics, arm.device)
     best: RunRecord | None = None
     for path in find_runs(stage_dir):
         try:
@@ -206,6 +235,7 @@ def find_cached(stage_dir: Path, arm: Arm) -> RunRecord | None:
             and record.verdict.kind is not VerdictKind.INTERRUPTED
             and cfg.get("arm_hash") == arm.hash
             and cfg.get("code_fingerprint") == code_fingerprint()
+            and (cfg.get("numerics") or {}).get("mode") == mode
             and (best is None or (record.created, path.name) > (best.created, best.path.name))
             and _loads(record)
         ):
@@ -237,7 +267,7 @@ def reference_result(
     """
     prepared = options.prepare(arm, replicate)
     if not options.rerun:
-        cached = find_cached(options.stage_dir(stage), prepared)
+        cached = find_cached(options.stage_dir(stage), prepared, options.numerics)
         if cached is not None:
             return result_from_record(cached), True
     return run_in_stage(arm, stage, options, replicate=replicate), False
@@ -324,6 +354,25 @@ def earlier_records(
     return out
 
 
+def reused_records(
+    records: Iterable[RunRecord], stage: str, session: str, entries: Iterable[dict[str, Any]]
+) -> list[RunRecord]:
+    """The records of ``stage`` that ``session`` reused (its ``"arm"`` entries whose run is of
+    another session), marked ``earlier_session`` with a note saying so."""
+    used = {
+        Path(e["run_dir"]).resolve() for e in entries if e["stage"] == stage and e["role"] == "arm"
+    }
+    out = []
+    for r in records:
+        if session_of(r) != session and r.path.resolve() in used:
+            note = (
+                f"{r.path.name}: reused, not trained again: a complete run of the same arm, code "
+                f"and numerics (begun {r.created:%Y-%m-%d %H:%M:%S} UTC); --sk-rerun trains it"
+            )
+            out.append(dataclasses.replace(r, earlier_session=True, notes=(*r.notes, note)))
+    return out
+
+
 def write_session_reports(
     options: StudyOptions, stages: Iterable[str], entries: Iterable[dict[str, Any]]
 ) -> list[Any]:
@@ -332,7 +381,9 @@ def write_session_reports(
 
     A partial rerun (``-k``) keeps the stage's other arms: each arm with no run in this session
     is reported from its newest complete record at the same scale (:func:`earlier_records`,
-    marked ``earlier_session``). Each record left out is named in the report's notes."""
+    marked ``earlier_session``). So is a sweep point this session read instead of training it
+    (an ``"arm"`` entry whose record is of another session: :func:`reused_point`), with a note
+    saying it was reused. Each record left out is named in the report's notes."""
     from stabilitykit.report.summary import build_stage_report, write_stage_report
 
     entries = list(entries)
@@ -344,6 +395,7 @@ def write_session_reports(
             continue
         every, notes = stage_records(stage_dir)
         records = [r for r in every if session_of(r) == options.session]
+        records += reused_records(every, stage, options.session, entries)
         references: dict[str, RunRecord] = {}
         for entry in entries:
             if entry["stage"] == stage and entry["role"] != "arm":
@@ -354,7 +406,9 @@ def write_session_reports(
         if not records and not references:
             continue
         scales = {s for r in records if (s := record_scale(r))} or {options.scale}
-        records += earlier_records(every, stage, options.session, scales)
+        shown = {arm_name(r) for r in records}  # a reused point is no earlier-session arm
+        earlier = earlier_records(every, stage, options.session, scales)
+        records += [r for r in earlier if arm_name(r) not in shown]
         records.sort(key=lambda r: r.path.name)
         report = build_stage_report(stage, records, references)
         report = dataclasses.replace(report, notes=(*notes, *report.notes))
@@ -409,5 +463,5 @@ def gate_session(
             continue
         report = gate_runs(runs, baseline)
         lines.append(report.text(require))
-        failed |= not all(rate.check.passed for rate in report.rates)
+        failed |= any(rate.check.regressed for rate in report.rates)
     return lines, failed

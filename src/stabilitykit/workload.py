@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import importlib.util
-import inspect
 import math
 import sys
 from abc import ABC, abstractmethod
@@ -30,6 +27,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from torch import nn
+
+from stabilitykit.fingerprint import definitions, digest, module_files
 
 ENTRY_POINT_GROUP = "stabilitykit.workloads"
 DIRECTIONS = ("higher", "lower")
@@ -164,8 +163,9 @@ class Workload(ABC):
         collapse_std: ``(prediction std, truth std)`` metric names, when the workload reports
             them: a prediction whose std is a small fraction of the truth's is constant.
         scales: ``smoke``/``ci``/``full`` -> :class:`Scale` (a missing scale changes nothing).
-        code: names of further modules or packages whose source changes the numbers (e.g. a
-            shared model library); they enter the workload's code fingerprint.
+        code: names of further modules or packages whose source changes the numbers, hashed
+            whole into the code fingerprint: code reached only at run time (a registry by name),
+            a shared model library (:func:`fingerprint_sources` follows the names it sees).
     """
 
     name: ClassVar[str]
@@ -302,60 +302,84 @@ def check_declarations(cls: type[Workload]) -> None:
 # --- fingerprints -----------------------------------------------------------------------------
 
 
-def fingerprint_sources(cls: type) -> dict[str, Path]:
-    """The files :func:`fingerprint` hashes, keyed by a path that does not depend on where the
-    code lives (``gridlines/spec.py``, ``models/fno2d.py``, ``my_workload.py``): the package
-    folder of each class in ``cls``'s MRO below :class:`Workload` (a workload in a package, such as
-    ``stabilitykit/workloads/gridlines/``), else its module file, plus the modules named in
-    ``code``. Classes of the standard library (``abc.ABC``) are not the workload's code and are
-    left out, so the fingerprint is the same on every machine with the same workload code."""
-    files: dict[str, Path] = {}
+def fingerprint_sources(cls: type) -> dict[str, str]:
+    """The code :func:`fingerprint` hashes, normalised (comments, docstrings and formatting do
+    not count: :func:`stabilitykit.fingerprint.normalized`), keyed by names that do not depend on
+    where the code lives:
 
-    def add_tree(folder: Path) -> None:
-        for path in folder.rglob("*.py"):
-            files[(Path(folder.name) / path.relative_to(folder)).as_posix()] = path
-
+    - a built-in workload (a package under ``stabilitykit/workloads/``): every file of its
+      package (``gridlines/workload.py``);
+    - any other class in ``cls``'s MRO below :class:`Workload` (a user's class in a test file,
+      ``SupervisedWorkload``): the class and, transitively, the module-level functions, classes
+      and constants it names (``Mine``, ``Net``, ``relative_l2``), in its module and in the
+      modules it imports them from, unless those are the standard library, an installed
+      package (``site-packages``: torch, numpy) or the engine, whose code has a fingerprint of
+      its own (:func:`stabilitykit.run.code_fingerprint`);
+    - every file of the modules or packages named in ``code`` (``models/spectral.py``): name
+      there the code a workload finds by name at run time.
+    """
+    roots: list[type] = []
+    pieces: dict[str, str] = {}
     for klass in cls.__mro__:
-        if klass in (Workload, object) or klass.__module__.partition(".")[0] in _NOT_WORKLOAD_CODE:
+        module = klass.__module__
+        if klass in (Workload, object) or _is_library_class(klass):
             continue
-        try:
-            source = Path(inspect.getfile(klass)).resolve()
-        except (TypeError, OSError):
-            continue
-        if source.name == "__init__.py" or (source.parent / "__init__.py").exists():
-            package = source.parent
-            if package.name != "workloads":  # a workload folder: all of it
-                add_tree(package)
-                continue
-        files[source.name] = source
-    for module in getattr(cls, "code", ()):
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"workload {cls.__name__}: code module {module!r} not found")
-        origin = Path(spec.origin).resolve()
-        if origin.name == "__init__.py":
-            add_tree(origin.parent)
+        if module.startswith(_BUILT_IN) and module.count(".") > 2:
+            pieces.update(module_files(".".join(module.split(".")[:3])))
         else:
-            files[origin.name] = origin
-    return files
+            roots.append(klass)
+    own = {klass.__module__.partition(".")[0] for klass in roots} - {"stabilitykit"}
+    pieces.update(definitions(roots, lambda module: _is_workload_code(module, own)))
+    for module in getattr(cls, "code", ()):
+        try:
+            pieces.update(module_files(module))
+        except (ValueError, ModuleNotFoundError):
+            raise ValueError(f"workload {cls.__name__}: code module {module!r} not found") from None
+    return pieces
 
 
-#: Top-level modules whose classes are never a workload's own code.
-_NOT_WORKLOAD_CODE = frozenset(sys.stdlib_module_names) | {"builtins"}
+#: Top-level modules whose classes are never a workload's own code (``__main__`` is: a script's).
+_NOT_WORKLOAD_CODE = frozenset(sys.stdlib_module_names - {"__main__"}) | {"builtins"}
+#: The built-in workloads' packages (each fingerprinted whole) and the models they share.
+_BUILT_IN = "stabilitykit.workloads."
+_SHARED_CODE = ("stabilitykit.models", "stabilitykit.workloads")
+
+
+def _is_library_class(klass: type) -> bool:
+    """A class of the standard library (``abc.ABC``). A class made with ``type()`` may carry the
+    standard library's module name too (``abc``, for a subclass of an ABC), but is not in it."""
+    if klass.__module__.partition(".")[0] not in _NOT_WORKLOAD_CODE:
+        return False
+    found: Any = sys.modules.get(klass.__module__)
+    for part in klass.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is klass
+
+
+def _is_workload_code(module: str, own: set[str]) -> bool:
+    """Whether names imported from ``module`` are followed into it: the workload's own
+    packages (``own``), stabilitykit's models and workloads, and any other module that is
+    neither the standard library nor an installed package."""
+    top = module.partition(".")[0]
+    if top in _NOT_WORKLOAD_CODE:
+        return False
+    if top in own:
+        return True
+    if top == "stabilitykit":
+        return module.startswith(_SHARED_CODE)
+    path = getattr(sys.modules.get(module), "__file__", None)
+    parts = Path(path).parts if path else ()
+    return bool(path) and "site-packages" not in parts and "dist-packages" not in parts
 
 
 @functools.cache
 def fingerprint(cls: type) -> str:
-    """sha256 (16 hex) over the workload's code (:func:`fingerprint_sources`: each file's
-    location-free key and its bytes, in key order). A change to a user's model code changes every
-    arm hash of the workload, so the gate says "not comparable"; moving the code to another folder
-    or machine does not."""
-    h = hashlib.sha256()
-    for key, path in sorted(fingerprint_sources(cls).items()):
-        h.update(key.encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    """sha256 (16 hex) over the workload's code (:func:`fingerprint_sources`). A change to the
+    code that computes the numbers (a model's ``forward``, a loss) changes every arm hash of the
+    workload, so the gate says "not comparable"; a comment, a docstring, a reformat, a test or
+    an arm added next to the workload, or moving the code to another folder or machine, does
+    not."""
+    return digest(fingerprint_sources(cls))
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -380,8 +404,35 @@ def register_workload(workload: type[Workload] | Workload) -> Workload:
             f"workload name {instance.name!r} is taken by {_qualname(type(old))}; "
             f"{_qualname(type(instance))} needs another name"
         )
+    ep = _entry_points().get(instance.name)
+    if old is None and ep is not None and not _is_entry_point(ep, cls):
+        raise ValueError(
+            f"workload name {instance.name!r} is reserved by the entry point {ep.value!r} "
+            f"({_entry_point_class(ep)}); {_qualname(cls)} needs another name"
+        )
     _REGISTRY[instance.name] = instance
     return workload if isinstance(workload, type) else instance  # type: ignore[return-value]
+
+
+def _is_entry_point(ep: metadata.EntryPoint, cls: type) -> bool:
+    """Whether ``cls`` is the class entry point ``ep`` names (without importing it when it is
+    that module's own class, which may be registering while its module loads)."""
+    module, attr = ep.module, ep.attr
+    if cls.__qualname__ == attr and (
+        cls.__module__ == module or cls.__module__.startswith(module + ".")
+    ):
+        return True
+    try:
+        return ep.load() is cls
+    except Exception:  # a broken entry point still reserves its name
+        return False
+
+
+def _entry_point_class(ep: metadata.EntryPoint) -> str:
+    try:
+        return _qualname(ep.load())
+    except Exception as exc:
+        return f"not loadable: {type(exc).__name__}"
 
 
 def _qualname(cls: type) -> str:

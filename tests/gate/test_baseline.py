@@ -14,6 +14,7 @@ from stabilitykit.gate.baseline import (
 from stabilitykit.gate.metrics import DEFAULT_RULES, ArmRun, MetricRule, Rules
 from stabilitykit.record.schema import stamp
 
+HERE = "0123456789abcdef"  # a numerics fingerprint
 GOOD = {"amp_ssim": 0.9, "amp_mae": 0.06, "best_val_loss": 0.02, "train_seconds": 9.0}
 IMAGE_RULES = DEFAULT_RULES.override(
     amp_ssim=MetricRule("amp_ssim", "higher", abs_tol=0.035),
@@ -29,6 +30,7 @@ def run(
     scale="ci",
     arm=None,
     rules=IMAGE_RULES,
+    numerics=HERE,
     **values,
 ):
     return ArmRun(
@@ -42,6 +44,8 @@ def run(
         values={**GOOD, **values},
         arm=arm or {},
         rules=rules,
+        numerics=numerics,
+        numerics_label=f"portable {numerics} (torch 2.13.0)" if numerics else "unknown",
     )
 
 
@@ -70,6 +74,8 @@ def test_an_entry_holds_the_metrics_of_the_runs_rules_or_of_the_rules_given():
 
 
 def test_the_committed_baselines_still_read_and_gate():
+    """Files written before numerics were recorded: their seeds' numerics are unknown, so a run
+    is held against the spread of their seeds, never against its own seed."""
     from pathlib import Path
 
     from stabilitykit.gate.compare import gate_arm
@@ -92,7 +98,9 @@ def test_the_committed_baselines_still_read_and_gate():
             rules=IMAGE_RULES,
         )
         result = gate_arm(same, baseline)
-        assert result.passed, result.render()
+        assert result.ok(), result.render()  # passed, or not decided where seeds failed
+        assert result.comparison.startswith(f"compared across machines: against {entry.n} seeds")
+        assert all(s.numerics is None for s in entry.seeds.values()) and not entry.numerics
         assert {c.name for c in result.checks} >= {"verdict", "amp_ssim", "best_val_loss"}
 
 
@@ -243,3 +251,38 @@ def test_update_refuses_another_stage_or_scale(tmp_path):
         update_baseline(path, [run()], "stage_b", "ci")
     with pytest.raises(BaselineError, match="scale"):
         update_baseline(path, [run(scale="smoke")], "stage_a", "smoke")
+
+
+def test_each_seed_records_its_numerics_and_the_entry_describes_them(tmp_path):
+    runs = [run(seed=1), run(seed=2, numerics="fedcba9876543210"), run(seed=3, numerics=None)]
+    entry = BaselineEntry.from_runs(runs)
+    d = entry.to_json()
+    assert d["seeds"]["1"]["numerics"] == HERE and "numerics" not in d["seeds"]["3"]
+    assert d["numerics"] == {
+        HERE: f"portable {HERE} (torch 2.13.0)",
+        "fedcba9876543210": "portable fedcba9876543210 (torch 2.13.0)",
+    }
+    path = write_baseline(baseline_from_runs(runs, stage="stage_a"), tmp_path / "b.json")
+    again = read_baseline(path).entries["f" * 16]
+    assert again == entry and again.seeds[3].numerics is None
+
+
+def test_a_file_without_numerics_reads_and_a_bad_fingerprint_is_named(tmp_path):
+    old = _entry_json()
+    old["seeds"]["1"].pop("numerics")
+    old.pop("numerics")
+    path = tmp_path / "b.json"
+    path.write_text(_file({"f": old}))
+    entry = read_baseline(path).entries["f"]
+    assert entry.seeds[1].numerics is None and entry.numerics == {}
+    old["seeds"]["1"]["numerics"] = 7
+    path.write_text(_file({"f": old}))
+    with pytest.raises(BaselineError, match=r"seeds\.1\.numerics: got int 7"):
+        read_baseline(path)
+
+
+def test_an_accept_on_another_machine_shows_the_numerics_change(tmp_path):
+    path = tmp_path / "stage_a.json"
+    update_baseline(path, [run(numerics=None)], "stage_a", "ci")  # an older record
+    diff = update_baseline(path, [run()], "stage_a", "ci")
+    assert ("numerics", "-", f"portable {HERE} (torch 2.13.0)") in diff.changes[0].rows()

@@ -5,6 +5,7 @@ from stabilitykit.gate.compare import (
     GateStatus,
     check_arm,
     check_failure_rate,
+    family_rate,
     gate_arm,
     gate_runs,
     unused_entries,
@@ -26,6 +27,7 @@ IMAGE_WORKLOAD = {
 }
 IMAGE_RULES = rules_from_config({"workload": IMAGE_WORKLOAD})
 
+HERE, THERE = "0123456789abcdef", "fedcba9876543210"  # numerics fingerprints of two machines
 GOOD = {
     "amp_ssim": 0.9,
     "amp_mae": 0.06,
@@ -44,6 +46,7 @@ def run(
     scale="ci",
     arm=None,
     rules=IMAGE_RULES,
+    numerics=HERE,
     **values,
 ):
     return ArmRun(
@@ -57,6 +60,8 @@ def run(
         values={**GOOD, **values},
         arm=arm or {},
         rules=rules,
+        numerics=numerics,
+        numerics_label=f"portable {numerics}" if numerics else "unknown",
     )
 
 
@@ -157,6 +162,7 @@ def test_the_rules_come_from_the_records_workload_block(tmp_path):
                 "family_hash": "f" * 16,
                 "scale": "ci",
                 "workload": FOO,
+                "numerics": {"mode": "portable", "fingerprint": HERE},
             }
         )
         writer.write_metrics({"foo": foo})
@@ -177,25 +183,45 @@ def test_the_rules_come_from_the_records_workload_block(tmp_path):
     assert gate_arm(record(1.2, "explicit"), base, DEFAULT_RULES).passed
 
 
-def test_an_unseen_seed_is_held_against_the_median_widened_by_the_iqr():
+def test_an_unseen_seed_is_held_against_the_seeds_spread():
     base = baseline(
         run(seed=1, amp_ssim=0.88), run(seed=2, amp_ssim=0.9), run(seed=3, amp_ssim=0.92)
     )
-    # median 0.9, IQR 0.02: limit 0.9 - 0.035 - 0.02 = 0.845
-    ok = gate_arm(run(seed=9, amp_ssim=0.85), base)
-    assert ok.passed and ok.reference.startswith("median of 3 seeds")
-    bad = gate_arm(run(seed=9, amp_ssim=0.84), base)
-    assert bad.regressions[0].limit == pytest.approx(0.845)
-    assert bad.regressions[0].reference == "median of 3 seeds" and bad.regressions[0].spread == 0.02
-    # the same value at a known seed is held against that seed
-    assert not gate_arm(run(seed=2, amp_ssim=0.85), base).passed
+    # median 0.9, declared tolerance 0.035: passes down to 0.865; the 95 % prediction interval
+    # of 3 seeds (mean 0.9, std 0.02) reaches down to 0.9 - 4.303 * 0.02 * sqrt(4/3) = 0.8006
+    ok = gate_arm(run(seed=9, amp_ssim=0.87), base)
+    assert ok.passed and ok.comparison.startswith("compared across seeds: against 3 seeds")
+    unsure = gate_arm(run(seed=9, amp_ssim=0.85), base)
+    assert unsure.status is GateStatus.NOT_DECIDED and unsure.ok() and not unsure.ok(strict=True)
+    check = unsure.undecided[0]
+    assert check.limit == pytest.approx(0.865) and check.bound == pytest.approx(0.8006, abs=1e-4)
+    bad = gate_arm(run(seed=9, amp_ssim=0.79), base)
+    assert bad.status is GateStatus.REGRESSED and "outside their 95% prediction" in bad.reason
+    # the same value at a known seed, same numerics, is held against that seed
+    assert gate_arm(run(seed=2, amp_ssim=0.85), base).status is GateStatus.REGRESSED
 
 
-def test_an_unseen_seed_failing_where_the_baseline_never_failed_is_a_regression():
-    base = baseline(run(seed=1), run(seed=2))
-    assert not gate_arm(run(seed=5, verdict="diverged"), base).passed
-    flaky = baseline(run(seed=1), run(seed=2, verdict="collapsed"))
-    assert gate_arm(run(seed=5, verdict="diverged"), flaky).passed  # the failure rate decides
+def test_a_failure_against_the_seeds_is_a_regression_only_where_the_arm_never_failed():
+    three = baseline(run(seed=1), run(seed=2), run(seed=3))
+    assert gate_arm(run(seed=5, verdict="diverged"), three).status is GateStatus.REGRESSED
+    two = gate_arm(run(seed=5, verdict="diverged"), baseline(run(seed=1), run(seed=2)))
+    assert two.status is GateStatus.NOT_DECIDED and "too few to call one failure" in two.reason
+    flaky = baseline(run(seed=1), run(seed=2, verdict="collapsed"), run(seed=3))
+    result = gate_arm(run(seed=5, verdict="diverged"), flaky)
+    assert result.status is GateStatus.NOT_DECIDED and result.ok()
+    assert "the baseline failed at 1 of 3 seeds (collapsed 1, stable 2)" in result.reason
+    assert result.known_verdict.startswith("not decided against its baseline")
+    metric = next(c for c in result.checks if c.name == "amp_ssim")
+    assert metric.status == "run failed" and not metric.worse  # the verdict decides
+
+
+def test_a_failure_every_baseline_seed_had_is_known():
+    doomed = baseline(run(seed=1, verdict="collapsed"), run(seed=2, verdict="collapsed"))
+    result = gate_arm(run(seed=1, verdict="collapsed", numerics=THERE), doomed)
+    assert result.passed and result.comparison.startswith("compared across machines")
+    assert result.known_verdict == "as in its baseline, which failed at all its 2 seeds"
+    same = gate_arm(run(seed=1, verdict="collapsed"), doomed)
+    assert same.known_verdict == "as in its baseline" and same.comparison == ""
 
 
 def test_missing_entry():
@@ -288,20 +314,95 @@ def test_tolerance_is_calibrated_from_the_seed_spread():
     assert check.tolerance.startswith("0.035") and check.limit == pytest.approx(0.865)
 
 
-def test_a_seed_the_baseline_never_ran_is_not_held_against_another_seed():
+def test_against_one_seed_a_worse_value_is_not_decided():
     one_seed = baseline(run(seed=1, amp_ssim=0.9))
     result = gate_arm(run(seed=2, amp_ssim=0.7), one_seed)
-    assert result.passed, result.reason
-    check = next(c for c in result.checks if c.name == "amp_ssim")
-    assert check.status == "other seed" and not check.worse
+    assert result.status is GateStatus.NOT_DECIDED and result.ok(), result.reason
+    assert "1 seed(s) are too few to estimate the spread (3 needed)" in result.reason
+    assert gate_arm(run(seed=2, amp_ssim=0.89), one_seed).passed
 
 
 def test_the_failure_rate_of_known_seeds_is_held_against_those_seeds():
-    from stabilitykit.gate.compare import family_rate
-
     base = baseline(run(seed=1, verdict="collapsed"), run(seed=2), run(seed=3))
     entry = next(iter(base.entries.values()))
     assert family_rate([run(seed=1, verdict="collapsed")], entry).check.passed  # as before
     assert not family_rate([run(seed=2, verdict="collapsed")], entry).check.passed
-    # a seed the baseline never ran: against the baseline's rate over all its seeds
-    assert not family_rate([run(seed=9, verdict="collapsed")], entry).check.passed
+    # a seed the baseline never ran: against the baseline's rate over all its seeds, where one
+    # failure against seeds that failed before is not decided
+    other = family_rate([run(seed=9, verdict="collapsed")], entry).check
+    assert other.status is GateStatus.NOT_DECIDED and not other.regressed
+    assert "not decided: 1 run(s)" in other.message
+
+
+def five_seeds(*amp_ssim, numerics=HERE):
+    return baseline(*(run(seed=s, amp_ssim=v, numerics=numerics) for s, v in enumerate(amp_ssim)))
+
+
+def test_same_numerics_compare_seed_against_seed():
+    base = five_seeds(0.90, 0.80, 0.95, 0.85, 0.88)
+    result = gate_arm(run(seed=1, amp_ssim=0.80), base)
+    assert result.passed and result.reference == "seed 1" and result.comparison == ""
+    # 0.9 -> 0.86 at seed 0 is beyond the seed's tolerance, though well inside the spread
+    assert gate_arm(run(seed=0, amp_ssim=0.86), base).status is GateStatus.REGRESSED
+
+
+def test_other_numerics_compare_against_the_seeds_never_seed_against_seed():
+    base = five_seeds(0.90, 0.80, 0.95, 0.85, 0.88)
+    for numerics in (THERE, None):  # another machine, or a record without numerics
+        result = gate_arm(run(seed=0, amp_ssim=0.86, numerics=numerics), base)
+        assert result.passed, result.reason  # within the tolerance of the median 0.88
+        assert result.comparison.startswith("compared across machines: against 5 seeds")
+        assert f"numerics {numerics or 'unknown'} here, {HERE} in the baseline" in (
+            result.comparison
+        )
+        assert result.render().splitlines()[1] == result.comparison
+        check = next(c for c in result.checks if c.name == "amp_ssim")
+        assert check.reference == "median of 5 seeds" and check.baseline == 0.88
+    report = gate_runs([run(seed=0, amp_ssim=0.86, numerics=THERE)], base)
+    assert "compared across machines: against 5 seeds" in report.text()
+    assert report.comparisons()[0].endswith(": control-hybrid-b4-seed0")
+
+
+def test_a_worse_value_inside_a_wide_spread_is_not_decided():
+    base = five_seeds(0.90, 0.70, 0.95, 0.78, 0.88, numerics=THERE)
+    # median 0.88, limit 0.845; mean 0.842, std 0.1006: the interval reaches down to 0.536
+    result = gate_arm(run(seed=0, amp_ssim=0.75), base)
+    assert result.status is GateStatus.NOT_DECIDED and result.ok() and not result.ok(strict=True)
+    assert "amp_ssim 0.75 is below the median of 5 seeds 0.88 by more than the tolerance" in (
+        result.reason
+    )
+    assert "inside their 95% prediction interval (to 0.536" in result.reason
+    assert "too wide to tell a regression from noise" in result.reason
+    table = " ".join(result.table().split())
+    assert "not decided" in table and "0.845 (95% PI" in table and "0.53604)" in table
+    report = gate_runs([run(seed=0, amp_ssim=0.75)], base)
+    assert report.ok() and not report.ok(strict=True)
+    assert "1 not decided" in report.verdict_line() and "gate passed" in report.verdict_line()
+    assert "inside their 95% prediction interval" in report.text()
+
+
+def test_a_clear_regression_outside_the_prediction_interval_fails():
+    base = five_seeds(0.90, 0.89, 0.91, 0.90, 0.88, numerics=THERE)
+    # std 0.0114: the interval reaches down to 0.9 - 2.776 * 0.0114 * sqrt(1.2) = 0.865
+    result = gate_arm(run(seed=0, amp_ssim=0.80), base)
+    assert result.status is GateStatus.REGRESSED and not result.ok()
+    assert "outside their 95% prediction interval (to 0.86" in result.reason
+    assert [c.name for c in result.regressions] == ["amp_ssim"]
+    better = gate_arm(run(seed=0, amp_ssim=0.99), base)
+    assert better.passed and [c.name for c in better.improvements] == ["amp_ssim"]
+
+
+def test_the_failure_rate_against_another_machines_seeds():
+    flaky = baseline(*(run(seed=s, verdict="collapsed" if s == 0 else "stable") for s in range(5)))
+    entry = flaky.entries["f" * 16]
+    # their own seeds, same numerics: against those seeds (seed 0 collapsed there too)
+    assert family_rate([run(seed=0, verdict="collapsed")], entry).check.passed
+    # on another machine one collapse says little ...
+    one = family_rate([run(seed=1, verdict="collapsed", numerics=THERE)], entry).check
+    assert one.status is GateStatus.NOT_DECIDED and not one.regressed
+    # ... three of three runs is a risen rate (the Wilson upper bound of 1/5 is 62 %)
+    three = [run(seed=s, verdict="collapsed", numerics=THERE) for s in (1, 2, 3)]
+    assert family_rate(three, entry).check.regressed
+    report = gate_runs(three, flaky)
+    assert not report.ok() and "1 failure rate risen" in report.verdict_line()
+    assert [r.status for r in report.results] == [GateStatus.NOT_DECIDED] * 3

@@ -14,6 +14,7 @@ from stabilitykit.gate.metrics import (
     family_id,
     merged_rules,
     newest_per_arm,
+    numerics_of,
     rules_from_config,
 )
 from stabilitykit.judge.verdict import Verdict, VerdictKind
@@ -36,6 +37,18 @@ WORKLOAD = {
         {"name": "amp_psnr", "label": "amp PSNR", "direction": "higher"},  # no tolerance
     ],
     "diagnostics": ["amp_ssim_floor", "pred_amp_std"],
+}
+
+
+NUMERICS = {
+    "mode": "portable",
+    "fingerprint": "0123456789abcdef",
+    "torch": "2.13.0+cpu",
+    "machine": "x86_64",
+    "device": "cpu",
+    "device_name": None,
+    "threads": 2,
+    "env": {"MKL_CBWR": "COMPATIBLE"},
 }
 
 
@@ -149,6 +162,7 @@ def test_arm_run_reads_a_record(tmp_path):
             "scale": "ci",
             "tags": {"stage": "stage_a"},
             "workload": WORKLOAD,
+            "numerics": NUMERICS,
         }
     )
     writer.write_metrics({"amp_ssim": 0.9, "phase_vacuous": False})
@@ -170,6 +184,10 @@ def test_arm_run_reads_a_record(tmp_path):
     assert "status" not in run.values and "phase_vacuous" not in run.values
     assert arm_run(SimpleNamespace(run_dir=writer.path)) == run  # an ArmResult
     assert run.rules == rules_from_config({"workload": WORKLOAD})
+    assert run.numerics == "0123456789abcdef"
+    assert run.numerics_label == (
+        "portable 0123456789abcdef (torch 2.13.0+cpu, machine x86_64, device cpu, threads 2)"
+    )
 
 
 def test_arm_run_of_an_older_record_or_a_broken_block(tmp_path):
@@ -180,7 +198,9 @@ def test_arm_run_of_an_older_record_or_a_broken_block(tmp_path):
         writer.close()
         return writer.path
 
-    assert arm_run(write()).rules is DEFAULT_RULES
+    older = arm_run(write())
+    assert older.rules is DEFAULT_RULES
+    assert (older.numerics, older.numerics_label) == (None, "unknown")  # equal to nothing
     broken = write(workload={"metrics": [{"name": "m", "direction": "lower", "abs_tol": -1}]})
     with pytest.raises(ValueError, match=r"config.json: workload.metrics\[0\]: m: abs_tol -1"):
         arm_run(broken)
@@ -195,6 +215,17 @@ def test_arm_run_from_a_row_needs_the_family_hash():
     assert run.rules is DEFAULT_RULES  # a row without a workload block
     declared = arm_run({**row, "family_hash": "f" * 16, "workload": WORKLOAD})
     assert declared.rules == rules_from_config({"workload": WORKLOAD})
+    assert declared.numerics is None
+    pinned = arm_run({**row, "family_hash": "f" * 16, "numerics": NUMERICS})
+    assert pinned.numerics == "0123456789abcdef" and "numerics" not in pinned.values
+
+
+def test_numerics_of_describes_the_block():
+    assert numerics_of({"numerics": NUMERICS})[0] == "0123456789abcdef"
+    native = {**NUMERICS, "mode": "native", "cpu_model": "AMD EPYC 9654"}
+    assert numerics_of({"numerics": native})[1].endswith("threads 2, cpu_model AMD EPYC 9654)")
+    assert numerics_of({"numerics": {"mode": "portable"}}) == (None, "unknown")
+    assert numerics_of({"numerics": "portable"}) == (None, "unknown")
 
 
 def _run(arm_hash, source, complete=True):

@@ -232,3 +232,74 @@ def test_a_criterion_that_raises_is_an_error_naming_it_and_the_others_still_run(
     assert set(by_name) == {"users_criterion", "grad_norm_bounded", "_NamelessBadReturn"}
     assert by_name["users_criterion"].startswith("the criterion raised KeyError: 'missing'")
     assert "'fine'" in by_name["_NamelessBadReturn"]
+
+
+# --- divergence: over the bound at the end or for a sustained stretch, not one step -----------
+
+
+def _rows(n=1000, over=(), level=200.0):
+    """A decaying noisy loss from 1.0 (seeded), with the steps in ``over`` set to ``level``."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    loss = (0.1 + 0.9 * np.exp(-np.arange(n) / 100)) * rng.lognormal(0.0, 0.1, n)
+    loss[0] = 1.0
+    rows = [{"step": i + 1, "epoch": i // 40 + 1, "loss": float(v)} for i, v in enumerate(loss)]
+    for step in over:
+        rows[step - 1]["loss"] = level
+    return rows
+
+
+def _judged(rows):
+    from stabilitykit.train.telemetry import summarise_steps
+
+    stats = {**HEALTHY_STATS, **summarise_steps(rows)}
+    return stats, LossBounded().check(Observation(stats))
+
+
+def test_a_one_step_excursion_that_recovers_is_a_spike_not_a_divergence():
+    from stabilitykit.judge.spikes import DEFAULT_RULES, find_spikes
+
+    rows = _rows(over=[18])
+    stats, failure = _judged(rows)
+    assert stats["max_loss"] == 200.0 and stats["max_loss_step"] == 18  # over 100 x 1.0
+    assert failure is None
+    assert judge(Observation(stats, HEALTHY_METRICS, (), IMAGE_WORKLOAD)).kind is VerdictKind.STABLE
+    assert [s["step"] for s in find_spikes(rows, DEFAULT_RULES)] == [18]
+    # a stretch one step shorter than sustained recovers too
+    short = stats["loss_sustained_steps"] - 1
+    assert stats["loss_sustained_steps"] == 20  # max(5, 2 % of 1000)
+    assert _judged(_rows(over=range(300, 300 + short)))[1] is None
+
+
+def test_a_loss_over_its_bound_for_a_sustained_stretch_diverged():
+    _, failure = _judged(_rows(over=range(300, 320)))  # 20 steps, then back
+    assert failure is not None and failure[0] is VerdictKind.DIVERGED
+    evidence = failure[1]
+    assert evidence.step == 300 and evidence.value == 200.0 and evidence.limit == 100.0
+    assert "20 consecutive logged steps" in evidence.message
+
+
+def test_a_loss_over_its_bound_at_the_end_diverged():
+    _, failure = _judged(_rows(over=[999, 1000]))  # two steps: no time left to recover
+    assert failure is not None and failure[0] is VerdictKind.DIVERGED
+    assert failure[1].step == 1000 and "loss ended at 200" in failure[1].message
+    assert _judged(_rows(over=[998]))[1] is None  # ended back under it
+
+
+def test_a_record_without_the_sustained_statistic_is_judged_by_its_peak():
+    old = {"first_loss": 1.0, "max_loss": 150.0, "max_loss_step": 18, "final_loss": 0.1}
+    kind, evidence = LossBounded().check(Observation(old))
+    assert kind is VerdictKind.DIVERGED and evidence.step == 18
+    assert "judged by its peak" in evidence.message
+    assert LossBounded().check(Observation({**old, "max_loss": 90.0})) is None
+    assert LossBounded().check(Observation({"max_loss": 1e9})) is None  # no first loss
+
+
+def test_the_default_spike_criteria_run_the_default_rules():
+    from stabilitykit.judge.criteria import Spikes
+    from stabilitykit.judge.spikes import DEFAULT_RULES
+
+    rules = tuple(c.rule for c in DEFAULT_CRITERIA if isinstance(c, Spikes))
+    assert rules == DEFAULT_RULES
+    assert Spikes.from_rule(DEFAULT_RULES[1], max_spikes=3).max_spikes == 3

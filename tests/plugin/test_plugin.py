@@ -1,4 +1,4 @@
-"""The pytest plugin, exercised with pytester at smoke scale."""
+"""The pytest plugin, exercised with pytester at smoke scale (``sk_pytest``: tests/conftest.py)."""
 
 import json
 
@@ -26,19 +26,8 @@ def test_stage(arm, run_arm, sk_options):
 """
 
 
-@pytest.fixture
-def cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "plugin-data-cache"
-
-
-def run(pytester, cache, *args):
-    """A real pytest process: torch's extension modules cannot be reloaded in-process."""
-    argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider", *args]
-    return pytester.runpytest_subprocess(*argv)
-
-
 def test_options_are_in_the_help(pytester):
-    result = pytester.runpytest_subprocess("--help")
+    result = pytester.runpytest_inprocess("--help")
     for option in (
         "--sk-scale",
         "--sk-out",
@@ -56,30 +45,30 @@ def test_options_are_in_the_help(pytester):
 
 
 def test_markers_are_registered_for_strict_markers(pytester):
-    result = pytester.runpytest_subprocess("--markers")
+    result = pytester.runpytest_inprocess("--markers")
     result.stdout.fnmatch_lines(["*stability:*", "*stage_a:*", "*stage_b:*"])
 
 
-def test_bad_option_value_is_a_usage_error(pytester, cache):
+def test_bad_option_value_is_a_usage_error(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
         "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n"
     )
-    result = run(pytester, cache, "--sk-seeds", "0")
+    result = sk_pytest("--sk-seeds", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sk-seeds: got 0; allowed: an int >= 1*"])
 
 
-def test_a_bad_fast_path_option_is_a_usage_error_before_any_test(pytester, cache):
+def test_a_bad_fast_path_option_is_a_usage_error_before_any_test(pytester, sk_pytest):
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = run(pytester, cache, "--sk-fast", "warp")
+    result = sk_pytest("--sk-fast", "warp")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sk-fast: got 'warp'; allowed: *'fused', 'tf32'*"])
 
 
-def test_a_stage_runs_records_and_reports(pytester, cache):
+def test_a_stage_runs_records_and_reports(pytester, sk_pytest):
     pytester.makepyfile(HEADER + TWO_ARMS)
-    result = run(pytester, cache, "--strict-markers")
+    result = sk_pytest("--strict-markers")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*Stage A*", "*control*", "*agc*"])
     stage = pytester.path / "reports" / "stage_a"
@@ -89,7 +78,7 @@ def test_a_stage_runs_records_and_reports(pytester, cache):
     assert {p.name for p in (stage / "plots").iterdir()} >= {"losses.png", "grad_norms.png"}
 
 
-def test_a_failing_criterion_shows_its_reason(pytester, cache):
+def test_a_failing_criterion_shows_its_reason(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER
         + """
@@ -99,7 +88,7 @@ def test_tight(run_arm):
     run_arm(CONTROL, criteria=(GradNormBounded(limit=1e-6),))
 """
     )
-    result = run(pytester, cache)
+    result = sk_pytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -110,13 +99,13 @@ def test_tight(run_arm):
     )
 
 
-def test_missing_stage_marker_is_explained(pytester, cache):
+def test_missing_stage_marker_is_explained(pytester, sk_pytest):
     pytester.makepyfile(HEADER + "\ndef test_x(run_arm):\n    run_arm(CONTROL)\n")
-    result = run(pytester, cache)
+    result = sk_pytest()
     result.stdout.fnmatch_lines(["*needs a stage marker*"])
 
 
-def test_seeds_replicate_each_arm(pytester, cache):
+def test_seeds_replicate_each_arm(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER
         + """
@@ -126,7 +115,7 @@ def test_seeded(run_arm, sk_replicate):
     assert run_arm(CONTROL, criteria=LENIENT).arm.seed == CONTROL.seed + sk_replicate
 """
     )
-    result = run(pytester, cache, "--sk-seeds", "2", "-v")
+    result = sk_pytest("--sk-seeds", "2", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_seeded?r0?*PASSED*", "*test_seeded?r1?*PASSED*"])
     rows = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())["rows"]
@@ -136,7 +125,7 @@ def test_seeded(run_arm, sk_replicate):
 CONTROL_SEED = 20260128
 
 
-def test_shards_split_the_benchmarks(pytester, cache):
+def test_shards_split_the_benchmarks(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER
         + """
@@ -150,14 +139,14 @@ def test_plain():
     pass
 """
     )
-    first = run(pytester, cache, "--sk-shard", "1/2")
-    second = run(pytester, cache, "--sk-shard", "2/2")
+    first = sk_pytest("--sk-shard", "1/2")
+    second = sk_pytest("--sk-shard", "2/2")
     first.assert_outcomes(passed=4)  # 3 stability + the plain test
     second.assert_outcomes(passed=3)
-    assert run(pytester, cache, "--sk-shard", "3/2").ret == pytest.ExitCode.USAGE_ERROR
+    assert sk_pytest("--sk-shard", "3/2").ret == pytest.ExitCode.USAGE_ERROR
 
 
-def test_xdist_gives_one_summary_and_keeps_a_crashed_run(pytester, cache):
+def test_xdist_gives_one_summary_and_keeps_a_crashed_run(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER
         + """
@@ -180,7 +169,7 @@ def test_arm(name, run_arm, monkeypatch):
     run_arm(CONTROL.replace(name=name), criteria=LENIENT)
 """
     )
-    result = run(pytester, cache, "-n", "2")
+    result = sk_pytest("-n", "2", subprocess=True)
     result.assert_outcomes(passed=2, failed=1)
     assert result.stdout.str().count("stabilitykit stage summary") == 1
     metrics = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())
@@ -194,11 +183,15 @@ GATED = (
 import os
 import stabilitykit.run as run_module
 
-if os.environ.get("SK_TEST_DEGRADE"):  # a code regression: the optimiser ignores most of the lr
-    build = run_module.build_optimizer
-    run_module.build_optimizer = lambda name, params, lr, *a, **kw: build(
-        name, params, lr / 100, *a, **kw
-    )
+@pytest.fixture(autouse=True)
+def degrade(monkeypatch):  # a code regression: the optimiser ignores most of the lr
+    if os.environ.get("SK_TEST_DEGRADE"):
+        build = run_module.build_optimizer
+        monkeypatch.setattr(
+            run_module,
+            "build_optimizer",
+            lambda name, params, lr, *a, **kw: build(name, params, lr / 100, *a, **kw),
+        )
 
 ARMS = [CONTROL]
 if os.environ.get("SK_TEST_NEW"):
@@ -213,22 +206,22 @@ def test_gated(arm, run_arm):
 )
 
 
-def test_baseline_accept_then_gate(pytester, cache, monkeypatch):
+def test_baseline_accept_then_gate(pytester, sk_pytest, monkeypatch):
     pytester.makepyfile(GATED)
     gate = ("--sk-baseline", "baselines")
-    accepted = run(pytester, cache, *gate, "--sk-accept")
+    accepted = sk_pytest(*gate, "--sk-accept")
     accepted.assert_outcomes(passed=1)
     accepted.stdout.fnmatch_lines(
         ["*stage_a: accepted 1 run(s) into baselines/smoke/stage_a.json*"]
     )
     assert (pytester.path / "baselines/smoke/stage_a.json").exists()
 
-    unchanged = run(pytester, cache, *gate, "--sk-require-baseline")
+    unchanged = sk_pytest(*gate, "--sk-require-baseline")
     unchanged.assert_outcomes(passed=1)
     unchanged.stdout.fnmatch_lines(["*gate passed against*"])
 
     monkeypatch.setenv("SK_TEST_DEGRADE", "1")
-    degraded = run(pytester, cache, *gate, "--sk-require-baseline")
+    degraded = sk_pytest(*gate, "--sk-require-baseline")
     degraded.assert_outcomes(failed=1)
     degraded.stdout.fnmatch_lines(
         ["*stability gate against baselines/smoke/stage_a.json*", "*best_val_loss*worse*"]
@@ -236,27 +229,27 @@ def test_baseline_accept_then_gate(pytester, cache, monkeypatch):
     monkeypatch.delenv("SK_TEST_DEGRADE")
 
     monkeypatch.setenv("SK_TEST_NEW", "1")
-    lenient = run(pytester, cache, *gate)
+    lenient = sk_pytest(*gate)
     lenient.assert_outcomes(passed=2, warnings=1)
-    strict = run(pytester, cache, *gate, "--sk-require-baseline")
+    strict = sk_pytest(*gate, "--sk-require-baseline")
     strict.assert_outcomes(passed=1, failed=1)
     strict.stdout.fnmatch_lines(["*newcomer*missing*"])
 
 
-def test_corrupt_baseline_fails_with_the_file_name(pytester, cache):
+def test_corrupt_baseline_fails_with_the_file_name(pytester, sk_pytest):
     pytester.makepyfile(GATED)
     (pytester.path / "baselines/smoke").mkdir(parents=True)
     (pytester.path / "baselines/smoke/stage_a.json").write_text("{not json")
-    result = run(pytester, cache, "--sk-baseline", "baselines")
+    result = sk_pytest("--sk-baseline", "baselines")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*baseline unusable*stage_a.json*"])
 
 
-def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, cache):
+def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, sk_pytest):
     pytester.makepyfile(HEADER + TWO_ARMS)
 
     def rows(*args):
-        run(pytester, cache, *args).assert_outcomes(passed=2)
+        sk_pytest(*args, subprocess="-n" in args).assert_outcomes(passed=2)
         path = pytester.path / args[-1] / "stage_a/stage_a_metrics.json"
         keep = ("best_val_loss", "amp_ssim", "amp_mae", "grad_norm_preclip_max", "verdict")
         return {r["arm_name"]: [r[k] for k in keep] for r in json.loads(path.read_text())["rows"]}
@@ -266,9 +259,9 @@ def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, cache):
     assert serial == parallel and len(serial) == 2
 
 
-def test_accept_needs_a_baseline_folder(pytester, cache):
+def test_accept_needs_a_baseline_folder(pytester, sk_pytest):
     pytester.makepyfile(GATED)
-    result = run(pytester, cache, "--sk-accept")
+    result = sk_pytest("--sk-accept")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sk-accept needs --sk-baseline DIR*"])
 
@@ -283,20 +276,18 @@ def _readme_workload_example() -> str:
     return section[start : section.index("```", start)]
 
 
-def test_the_readme_own_workload_runs_the_whole_workflow(pytester, cache):
+def test_the_readme_own_workload_runs_the_whole_workflow(pytester, sk_pytest):
     pytester.makepyfile(test_smoothing_stage=_readme_workload_example())
-    serial = run(pytester, cache, "-m", "stage_c")
+    serial = sk_pytest("-m", "stage_c", subprocess=True)  # the file registers a workload class
     serial.assert_outcomes(passed=2)
     rows = json.loads((pytester.path / "reports/stage_c/stage_c_metrics.json").read_text())["rows"]
     assert {r["arm_name"] for r in rows} == {"adam", "sgd"}
     assert all(r["workload"]["name"] == "smoothing" for r in rows)
-    accepted = run(
-        pytester, cache, "-n", "2", "--sk-seeds", "2", "--sk-baseline", "bl", "--sk-accept"
+    accepted = sk_pytest(
+        "-n", "2", "--sk-seeds", "2", "--sk-baseline", "bl", "--sk-accept", subprocess=True
     )
     accepted.assert_outcomes(passed=4)  # xdist workers rebuilt the workload from the test file
-    gated = run(
-        pytester,
-        cache,
+    gated = sk_pytest(
         "-n",
         "2",
         "--sk-seeds",
@@ -304,6 +295,7 @@ def test_the_readme_own_workload_runs_the_whole_workflow(pytester, cache):
         "--sk-baseline",
         "bl",
         "--sk-require-baseline",
+        subprocess=True,
     )
     gated.assert_outcomes(passed=4)
     assert (pytester.path / "bl/smoke/stage_c.json").exists()
@@ -332,13 +324,13 @@ def test_bad_options_are_usage_errors_even_with_no_benchmark_selected(pytester, 
     (pytester.path / "afile").write_text("")
     (pytester.path / "bl/smoke").mkdir(parents=True)
     (pytester.path / "bl/smoke/stage_a.json").write_text("{not json")
-    result = pytester.runpytest_subprocess("--sk-scale", "smoke", "-p", "no:cacheprovider", *args)
+    result = pytester.runpytest_inprocess("--sk-scale", "smoke", "-p", "no:cacheprovider", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
-def test_invalid_stage_markers_fail_their_items_and_other_stages_still_report(pytester, cache):
+def test_invalid_stage_markers_fail_their_items_and_other_stages_still_report(pytester, sk_pytest):
     pytester.makepyfile(
         HEADER
         + """
@@ -351,7 +343,7 @@ def test_staged(stage, run_arm):
     run_arm(CONTROL, criteria=LENIENT)
 """
     )
-    result = run(pytester, cache)
+    result = sk_pytest()
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(
         [
@@ -365,15 +357,13 @@ def test_staged(stage, run_arm):
 
 
 def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timings_are(
-    pytester, cache, monkeypatch
+    pytester, sk_pytest
 ):
-    # the inner session is serial even when this suite runs under -n (the variable is inherited)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(
         HEADER + "\n@pytest.mark.stability\n@pytest.mark.stage_a\n"
         "def test_a(run_arm):\n    run_arm(CONTROL, criteria=LENIENT)\n"
     )
-    run(pytester, cache, "--benchmark-json", "bench.json").assert_outcomes(passed=1)
+    sk_pytest("--benchmark-json", "bench.json").assert_outcomes(passed=1)
     (bench,) = json.loads((pytester.path / "bench.json").read_text())["benchmarks"]
     info = bench["extra_info"]
     for key in ("grad_norm_preclip_median", "grad_norm_preclip_p99", "grad_norm_preclip_max"):
@@ -382,7 +372,9 @@ def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timi
     assert info["train_seconds"] > 0 and info["verdict"] == "stable"
 
     pytester.makepyfile(test_plain=PLAIN)  # the warning comes before any training
-    parallel = run(pytester, cache, "-n", "2", "--benchmark-json", "bench.json", "test_plain.py")
+    parallel = sk_pytest(
+        "-n", "2", "--benchmark-json", "bench.json", "test_plain.py", subprocess=True
+    )
     parallel.assert_outcomes(passed=1, warnings=1)
     text = parallel.stdout.str()
     assert text.count("no benchmark JSON is written under xdist") == 1
@@ -404,9 +396,9 @@ def test_meant_to_diverge(arm, run_arm):
 """
 
 
-def test_an_arm_meant_to_fail_passes_when_it_does_and_fails_when_it_survives(pytester, cache):
+def test_an_arm_meant_to_fail_passes_when_it_does_and_fails_when_it_survives(pytester, sk_pytest):
     pytester.makepyfile(EXPECT)
-    result = run(pytester, cache)
+    result = sk_pytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*control*expected verdict 'diverged', got *"])
     runs = list((pytester.path / "reports/stage_a/runs").iterdir())
@@ -415,24 +407,26 @@ def test_an_arm_meant_to_fail_passes_when_it_does_and_fails_when_it_survives(pyt
     }
 
 
-def test_an_unknown_expected_verdict_is_refused(pytester, cache):
+def test_an_unknown_expected_verdict_is_refused(pytester, sk_pytest):
     pytester.makepyfile(EXPECT.replace('expect="diverged"', 'expect="exploded"'))
-    result = run(pytester, cache)
+    result = sk_pytest()
     result.stdout.fnmatch_lines(["*expect: got 'exploded'; allowed: None or one of*"])
 
 
-def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression(pytester, cache):
+def test_a_failure_the_baseline_already_holds_is_a_known_result_not_a_regression(
+    pytester, sk_pytest
+):
     pytester.makepyfile(EXPECT.replace('run_arm(arm, expect="diverged")', "run_arm(arm)"))
-    accepted = run(pytester, cache, "--sk-baseline", "bl", "--sk-accept")
+    accepted = sk_pytest("--sk-baseline", "bl", "--sk-accept")
     # at smoke scale the hot arm diverges and the control learns nothing (collapsed)
     accepted.assert_outcomes(failed=2)
-    gated = run(pytester, cache, "--sk-baseline", "bl", "--sk-require-baseline", "-rx")
+    gated = sk_pytest("--sk-baseline", "bl", "--sk-require-baseline", "-rx")
     gated.assert_outcomes(xfailed=2)
     gated.stdout.fnmatch_lines(["*hot*diverged, as in its baseline*"])
     # a verdict the baseline does not hold is still a failure
     other = pytester.path / "bl" / "smoke" / "stage_a.json"
     other.write_text(other.read_text().replace('"collapsed"', '"stable"'))
-    regressed = run(pytester, cache, "--sk-baseline", "bl", "--sk-require-baseline")
+    regressed = sk_pytest("--sk-baseline", "bl", "--sk-require-baseline")
     regressed.assert_outcomes(xfailed=1, failed=1)
 
 
@@ -444,15 +438,15 @@ def test_control(run_arm):
 """
 
 
-def test_resume_continues_a_killed_run_in_its_folder(pytester, cache):
+def test_resume_continues_a_killed_run_in_its_folder(pytester, sk_pytest):
     pytester.makepyfile(HEADER + ONE_ARM)
-    run(pytester, cache, "--sk-keep-checkpoints").assert_outcomes(passed=1)
+    sk_pytest("--sk-keep-checkpoints").assert_outcomes(passed=1)
     runs = pytester.path / "reports" / "stage_a" / "runs"
     (folder,) = runs.iterdir()
     assert sorted(p.name for p in (folder / "checkpoints").iterdir())[-1] == "epoch-0002.pt"
     first = json.loads((folder / "stats.json").read_text())
     (folder / "stats.json").unlink()  # as a kill after the last epoch's checkpoint leaves it
-    run(pytester, cache, "--sk-resume").assert_outcomes(passed=1)
+    sk_pytest("--sk-resume").assert_outcomes(passed=1)
     assert list(runs.iterdir()) == [folder]  # no new run folder
     again = json.loads((folder / "stats.json").read_text())
     assert again["verdict"] == first["verdict"]

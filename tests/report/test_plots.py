@@ -299,6 +299,22 @@ def test_spikes_are_marked_on_their_curves_and_explained_once(spiky, make_run):
     assert sum("spike" in t for t in texts) == 1
 
 
+def test_a_largest_excursion_no_rule_flagged_is_marked_apart_from_the_spikes(make_run):
+    big = {"step": 3, "epoch": 2, "value": 2407.0, "flagged": False, "warmup": True}
+    hidden = make_run("deep", stats={"spikes": [], "largest_excursion": {"grad_norm_preclip": big}})
+    flagged = make_run(
+        "agc",
+        stats={"spikes": [], "largest_excursion": {"grad_norm_preclip": {**big, "flagged": True}}},
+    )
+    fig = grad_norm_figure({"deep": hidden, "agc": flagged})
+    pre, post = _data_axes(fig)
+    (mark,) = [line for line in pre.lines if line.get_gid() == "excursion"]  # deep's only
+    assert list(mark.get_xdata()) == [3.0] and list(mark.get_ydata()) == [2407.0]
+    assert not [line for line in post.lines if line.get_gid() == "excursion"]
+    (legend,) = fig.legends
+    assert any("largest jump" in t.get_text().replace("\n", " ") for t in legend.get_texts())
+
+
 def test_no_spike_no_mark_and_no_legend_entry(make_run):
     records = {"old": make_run("old"), "calm": make_run("calm", stats={"spikes": []})}
     for fig in (grad_norm_figure(records), loss_figure(records)):

@@ -49,3 +49,15 @@ def test_summarise_history_ignores_epoch_zero_for_best():
     s = summarise_history(h)
     assert s["initial_val_loss"] == 0.05 and s["best_val_loss"] == 0.2
     assert s["best_val_epoch"] == 2 and s["final_val_loss"] == 0.2 and s["epochs_completed"] == 2
+
+
+def test_summarise_steps_says_how_high_the_loss_stayed_and_where_it_ended():
+    losses = [1.0] * 50 + [300.0, 5.0, 7.0, 6.0, 8.0, 9.0] + [1.0] * 44
+    s = summarise_steps([{"step": i + 1, "loss": v} for i, v in enumerate(losses)])
+    assert s["loss_sustained_steps"] == 5  # max(5, 2 % of 100)
+    assert (s["loss_sustained"], s["loss_sustained_step"]) == (5.0, 51)  # 300, 5, 7, 6, 8
+    assert (s["final_loss"], s["final_loss_step"]) == (1.0, 100)
+    assert s["largest_excursion"]["loss"]["step"] == 51
+    short = summarise_steps([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}])
+    assert short["loss_sustained"] is None and short["loss_sustained_step"] is None
+    assert summarise_steps([])["largest_excursion"] == {}

@@ -6,8 +6,11 @@ Example::
 
     baseline = read_baseline(baseline_path("benchmarks/baselines", "stage_a", "ci"))
     result = gate_arm(arm_result, baseline)  # the rules of the run's workload, from its record
-    if not result.ok(require_baseline=True):
+    if not result.ok(require_baseline=True):  # strict=True: "not decided" fails too
         raise AssertionError(result.render())
+
+Seed against seed where the run's numerics fingerprint matches the baseline seed's, else
+against the spread of the baseline's seeds (docs/criteria.md, "The gate").
 """
 
 from stabilitykit.gate.baseline import (
@@ -32,6 +35,7 @@ from stabilitykit.gate.compare import (
     family_rate,
     gate_arm,
     gate_runs,
+    same_seed,
     unused_entries,
 )
 from stabilitykit.gate.metrics import (
@@ -42,9 +46,12 @@ from stabilitykit.gate.metrics import (
     Rules,
     WorkloadDecl,
     arm_run,
+    numerics_of,
     rules_from_config,
     workload_of,
 )
+from stabilitykit.gate.power import power_markdown, power_table
+from stabilitykit.gate.spread import judge_value, prediction_interval
 
 __all__ = [
     "DEFAULT_RULES",
@@ -70,8 +77,14 @@ __all__ = [
     "family_rate",
     "gate_arm",
     "gate_runs",
+    "judge_value",
+    "numerics_of",
+    "power_markdown",
+    "power_table",
+    "prediction_interval",
     "read_baseline",
     "rules_from_config",
+    "same_seed",
     "unused_entries",
     "update_baseline",
     "workload_of",

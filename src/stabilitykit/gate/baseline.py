@@ -9,9 +9,17 @@ Layout (``<root>/<scale>/<stage>.json``, keys sorted, numbers to 6 significant d
          "arm_id": "control-hybrid-b4",        # for people: the arm id without its seed
          "arm_name": "control",
          "metrics": {"rel_l2": {"iqr": 0.004, "median": 0.12, "n": 2}, ...},  # one seed: a value
-         "seeds": {"7": {"arm_hash": "...", "verdict": "stable", "metrics": {"rel_l2": 0.12}}},
+         "seeds": {"7": {"arm_hash": "...", "verdict": "stable", "metrics": {"rel_l2": 0.12},
+                         "numerics": "0123456789abcdef"}},
+         "numerics": {"0123456789abcdef": "portable 0123456789abcdef, torch 2.13.0, ..."},
          "n": 3, "failures": 1, "verdicts": {"collapsed": 1, "stable": 2}
        }}}
+
+Each seed's ``numerics`` is the fingerprint of what its bits depend on (the run's
+``config["numerics"]``); the entry's ``numerics`` describes each fingerprint for people. Both are
+left out where unknown (runs recorded before the numerics mode; files written before 0.4), and
+an unknown fingerprint equals nothing: such seeds are only ever compared as a distribution
+(:mod:`stabilitykit.gate.compare`).
 
 ``metrics`` summarises the stable seeds (all seeds when none was stable); with two or more
 seeds it also holds their sample standard deviation ``std``. ``n``, ``failures`` and
@@ -28,6 +36,7 @@ change that moves an arm's numbers without meaning to behaves like another seed,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from collections import Counter
@@ -74,12 +83,14 @@ def _round(x: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class SeedResult:
-    """One seed of an arm: its full hash, verdict and gated metric values."""
+    """One seed of an arm: its full hash, verdict, gated metric values and numerics fingerprint
+    (``None``: unknown)."""
 
     seed: int
     arm_hash: str
     verdict: str
     values: Mapping[str, float | None] = field(default_factory=dict)
+    numerics: str | None = None
 
 
 #: Seeds needed before a metric's tolerance is calibrated from their spread.
@@ -111,10 +122,21 @@ class BaselineEntry:
     seeds: Mapping[int, SeedResult]
     metrics: Mapping[str, MetricSummary]
     arm: Mapping[str, Any] = field(default_factory=dict)  # the fields that make the hash
+    numerics: Mapping[str, str] = field(default_factory=dict)  # fingerprint -> description
 
     @property
     def decided(self) -> list[SeedResult]:
         return [s for s in self.seeds.values() if s.verdict != INTERRUPTED]
+
+    @property
+    def pool(self) -> list[SeedResult]:
+        """The seeds whose metrics describe the arm: the stable ones, else the decided ones."""
+        decided = self.decided
+        return [s for s in decided if s.verdict == STABLE] or decided or list(self.seeds.values())
+
+    def values(self, metric: str) -> list[float]:
+        """``metric`` at each seed of :attr:`pool` that has a value."""
+        return [v for s in self.pool if (v := s.values.get(metric)) is not None]
 
     @property
     def n(self) -> int:
@@ -167,26 +189,28 @@ class BaselineEntry:
             raise BaselineError("BaselineEntry.from_runs: expected runs of one arm family")
         rules = merged_rules(runs) if rules is None else as_rules(rules)
         seeds: dict[int, SeedResult] = {}
+        numerics: dict[str, str] = {}
         for run in sorted(runs, key=lambda r: r.seed if r.seed is not None else -1):
             if run.seed is None:
                 raise BaselineError(f"{run.source}: run of {run.arm_id} records no seed")
             if run.seed in seeds:
                 raise BaselineError(f"{run.arm_id}: seed {run.seed} given twice")
             values = {m: _round(run.values[m]) for m in rules if m in run.values}
-            seeds[run.seed] = SeedResult(run.seed, run.arm_hash, run.verdict, values)
-        decided = [s for s in seeds.values() if s.verdict != INTERRUPTED]
-        pool = [s for s in decided if s.verdict == STABLE] or decided or list(seeds.values())
+            seeds[run.seed] = SeedResult(run.seed, run.arm_hash, run.verdict, values, run.numerics)
+            if run.numerics is not None:
+                numerics[run.numerics] = run.numerics_label or run.numerics
+        first = runs[0]
+        arm = family_fields(first.arm)
+        entry = cls(first.family_hash, first.family_id, first.arm_name, seeds, {}, arm, numerics)
         metrics = {}
         for metric in rules:
-            values = [s.values[metric] for s in pool if s.values.get(metric) is not None]
+            values = entry.values(metric)
             if values:
                 array = np.array(values, dtype=float)
                 q25, q50, q75 = np.percentile(array, [25, 50, 75])
                 std = _round(float(array.std(ddof=1))) if len(values) > 1 else None
                 metrics[metric] = MetricSummary(_round(q50), _round(q75 - q25), len(values), std)
-        first = runs[0]
-        arm = family_fields(first.arm)
-        return cls(first.family_hash, first.family_id, first.arm_name, seeds, metrics, arm)
+        return dataclasses.replace(entry, metrics=metrics)
 
     def to_json(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -199,6 +223,7 @@ class BaselineEntry:
             str(seed): {
                 "arm_hash": r.arm_hash,
                 "metrics": {k: r.values[k] for k in sorted(r.values)},
+                **({"numerics": r.numerics} if r.numerics is not None else {}),
                 "verdict": r.verdict,
             }
             for seed, r in sorted(self.seeds.items())
@@ -210,6 +235,7 @@ class BaselineEntry:
             "failures": self.failures,
             "metrics": metrics,
             "n": self.n,
+            **({"numerics": _sorted(self.numerics)} if self.numerics else {}),
             "seeds": seeds,
             "verdicts": self.verdicts,
         }
@@ -348,10 +374,20 @@ def _entry(key: str, d: Any, where: str) -> BaselineEntry:
         if s.get("verdict") not in _VERDICTS:
             raise BaselineError(f"{at}.verdict: got {s.get('verdict')!r}; allowed: {_VERDICTS}")
         values = _values(s.get("metrics", {}), f"{at}.metrics")
-        seeds[int(seed_text)] = SeedResult(int(seed_text), s["arm_hash"], s["verdict"], values)
+        fingerprint = s.get("numerics")
+        if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
+            raise BaselineError(f"{at}.numerics: got {_kind(fingerprint)}; expected a fingerprint")
+        seeds[int(seed_text)] = SeedResult(
+            int(seed_text), s["arm_hash"], s["verdict"], values, fingerprint
+        )
+    numerics = d.get("numerics", {})
+    if not isinstance(numerics, dict) or not all(isinstance(v, str) for v in numerics.values()):
+        raise BaselineError(
+            f"{where}.numerics: got {_kind(numerics)}; expected {{fingerprint: description}}"
+        )
     metrics = {name: _summary(v, f"{where}.metrics.{name}") for name, v in metrics_in.items()}
     seeds = dict(sorted(seeds.items()))
-    return BaselineEntry(key, d["arm_id"], d["arm_name"], seeds, metrics, arm)
+    return BaselineEntry(key, d["arm_id"], d["arm_name"], seeds, metrics, arm, numerics)
 
 
 def _values(d: Any, where: str) -> dict[str, float | None]:
@@ -413,6 +449,9 @@ class EntryChange:
                 out.append((name, _show(a), _show(b)))
         if sorted(old.get("seeds", {})) != sorted(new["seeds"]):
             out.append(("seeds", _show(list(old.get("seeds", {}))), _show(list(new["seeds"]))))
+        if old.get("numerics") != new.get("numerics"):
+            before, after = (list(d.get("numerics", {}).values()) for d in (old, new))
+            out.append(("numerics", _show(before), _show(after)))
         return out
 
 

@@ -14,7 +14,8 @@ only. A benchmark overrides rules in one call::
 
 :class:`ArmRun` is what the gate reads of a run, built by :func:`arm_run` from a run record, a
 run folder, an ``ArmResult`` or a stage-metrics row (a row carries its record's ``workload``
-block under the same key), with the rules of its workload in ``ArmRun.rules``.
+block under the same key), with the rules of its workload in ``ArmRun.rules`` and the
+fingerprint of its numerics (``config["numerics"]``, :func:`numerics_of`) in ``ArmRun.numerics``.
 """
 
 from __future__ import annotations
@@ -420,11 +421,47 @@ class ArmRun:
     rules: Rules = field(default_factory=lambda: DEFAULT_RULES, repr=False)
     # When the run began (UTC), where known: its record's ``created`` (see newest_per_arm).
     created: dt.datetime | None = None
+    # What its bits depend on (numerics mode, torch, machine): two runs of one arm hash with the
+    # same fingerprint give identical numbers. ``None``: unknown (a record without the block),
+    # equal to nothing. ``numerics_label`` describes it for people.
+    numerics: str | None = None
+    numerics_label: str = ""
 
     @property
     def family_id(self) -> str:
         """The arm id without its seed suffix: the readable name of the seed family."""
         return family_id(self.arm_id)
+
+
+def numerics_of(config: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(fingerprint, description)`` of the ``numerics`` block of a ``config.json`` (or a
+    stage-metrics row)::
+
+        {"mode": "portable", "fingerprint": "16 hex", "torch": "2.13.0+cpu", "machine": "x86_64",
+         "device": "cpu", "threads": 2, "aten_capability": "AVX2", ...}
+
+    ``(None, "unknown")`` without a block or a fingerprint (records before stabilitykit 0.4)."""
+    block = config.get("numerics") if isinstance(config, Mapping) else None
+    if not isinstance(block, Mapping) or not _name(block.get("fingerprint")):
+        return None, "unknown"
+    mode = block.get("mode") if _name(block.get("mode")) else "mode unknown"
+    keys = _NUMERICS_DESCRIBED + (("cpu_model",) if mode == "native" else ())
+    details = [f"{k} {block[k]}" for k in keys if isinstance(block.get(k), (str, int, float))]
+    text = f"{mode} {block['fingerprint']}"
+    return block["fingerprint"], f"{text} ({', '.join(details)})" if details else text
+
+
+# The entries of a numerics block that describe it for people (the fingerprint covers them all).
+_NUMERICS_DESCRIBED = (
+    "torch",
+    "machine",
+    "device",
+    "device_name",
+    "threads",
+    "aten_capability",
+    "onednn_isa",
+    "mkl_branch",
+)
 
 
 def family_id(arm_id: str) -> str:
@@ -497,6 +534,7 @@ def _from_record(record: RunRecord) -> ArmRun:
         rules = rules_from_config(config)
     except ValueError as exc:
         raise ValueError(f"{record.path}: config.json: {exc}") from None
+    numerics = numerics_of(config)
     return ArmRun(
         arm_id=config["arm_id"],
         arm_name=arm.get("name", family_id(config["arm_id"])),
@@ -512,11 +550,23 @@ def _from_record(record: RunRecord) -> ArmRun:
         arm=arm,
         rules=rules,
         created=record.created,
+        numerics=numerics[0],
+        numerics_label=numerics[1],
     )
 
 
 _ROW_IDENTITY = frozenset(
-    {"arm_id", "arm_name", "arm_hash", "family_hash", "seed", "scale", "arm", "workload"}
+    {
+        "arm_id",
+        "arm_name",
+        "arm_hash",
+        "family_hash",
+        "seed",
+        "scale",
+        "arm",
+        "workload",
+        "numerics",
+    }
 )
 
 
@@ -530,6 +580,7 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         rules = rules_from_config(row)
     except ValueError as exc:
         raise ValueError(f"metrics row {row['arm_id']}: {exc}") from None
+    numerics = numerics_of(row)
     return ArmRun(
         arm_id=row["arm_id"],
         arm_name=row.get("arm_name") or family_id(row["arm_id"]),
@@ -545,6 +596,8 @@ def _from_row(row: Mapping[str, Any]) -> ArmRun:
         arm=row["arm"] if isinstance(row.get("arm"), dict) else {},
         rules=rules,
         created=parse_created(row.get("created")),
+        numerics=numerics[0],
+        numerics_label=numerics[1],
     )
 
 

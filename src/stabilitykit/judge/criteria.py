@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stabilitykit.judge.spikes import SpikeRule
+from stabilitykit.judge.spikes import DEFAULT_RULES, LOSS_SPIKES, SpikeRule
 from stabilitykit.judge.verdict import Evidence, Verdict, VerdictKind
 
 Failure = tuple[VerdictKind, Evidence]
@@ -90,21 +90,60 @@ class Finite:
 
 @dataclass(frozen=True)
 class LossBounded:
-    """The training loss never exceeds ``factor`` times the first step's loss."""
+    """The training loss did not run away: diverged when it ended over ``factor`` times the
+    first step's loss, or stayed over that bound for a sustained stretch (docs/criteria.md,
+    "Divergence").
+
+    The stats say how high the loss stayed for ``loss_sustained_steps`` consecutive logged
+    steps (``loss_sustained``, from
+    :func:`~stabilitykit.train.telemetry.summarise_steps`: max(5, 2 % of the logged steps)), and
+    where it ended (``final_loss``). A shorter excursion over the bound that comes back is a
+    spike, the ``Spikes`` criteria's evidence, not a divergence. A record written before
+    ``loss_sustained`` existed is judged by its peak, as it was then.
+    """
 
     factor: float = 100.0
     name: str = "loss_bounded"
 
     def check(self, obs: Observation) -> Failure | None:
-        first, peak = _num(obs.stats.get("first_loss")), _num(obs.stats.get("max_loss"))
-        if first is None or peak is None or peak <= self.factor * first:
+        s = obs.stats
+        first = _num(s.get("first_loss"))
+        if first is None:
+            return None
+        bound = self.factor * first
+        over = f"over {self.factor:g} x the first loss {first:.4g}"
+        final = _num(s.get("final_loss"))
+        if final is not None and final > bound:
+            return VerdictKind.DIVERGED, Evidence(
+                self.name,
+                f"loss ended at {final:.4g}, {over}",
+                value=final,
+                limit=bound,
+                step=s.get("final_loss_step"),
+            )
+        peak = _num(s.get("max_loss"))
+        if "loss_sustained" in s:
+            level, steps = _num(s.get("loss_sustained")), s.get("loss_sustained_steps")
+            if level is None or level <= bound:
+                return None
+            return VerdictKind.DIVERGED, Evidence(
+                self.name,
+                f"loss stayed at or above {level:.4g} for {steps} consecutive logged steps, "
+                f"{over}"
+                + (f" (peak {peak:.4g} at step {s.get('max_loss_step')})" if peak else ""),
+                value=level,
+                limit=bound,
+                step=s.get("loss_sustained_step"),
+            )
+        if peak is None or peak <= bound:
             return None
         return VerdictKind.DIVERGED, Evidence(
             self.name,
-            f"loss rose to {peak:.4g}, over {self.factor:g} x the first loss {first:.4g}",
+            f"loss rose to {peak:.4g}, {over} (a record without loss_sustained: judged by its "
+            "peak)",
             value=peak,
-            limit=self.factor * first,
-            step=obs.stats.get("max_loss_step"),
+            limit=bound,
+            step=s.get("max_loss_step"),
         )
 
 
@@ -284,24 +323,27 @@ class NoWorseThan:
 
 @dataclass(frozen=True)
 class Spikes:
-    """Spikes of ``signal`` (``loss`` or ``grad_norm_preclip``) against a running baseline.
+    """Spikes of ``signal`` (``loss`` or ``grad_norm_preclip``) against the series' own spread.
 
     The training loop runs the rule online (:class:`~stabilitykit.judge.spikes.SpikeRule`:
-    after ``warmup`` steps, a value is a spike when it exceeds the mean of the last ``window``
-    non-spike values by more than ``atol`` and by more than ``rtol`` times that mean) and
-    records each spike with its evidence in ``stats["spikes"]``: step, epoch, the batch's sample
-    indices, the value against the running baseline, and the top layers by gradient norm at
-    that step. A spike the run recovers from is evidence, not a failure: the criterion fails
-    (verdict ``spiking``) only when there are more than ``max_spikes`` (``None``: never).
+    after ``warmup`` values, a value is a spike when it is over the mean of the last ``window``
+    values by more than ``sigmas`` of their standard deviations, in log space when ``log``, and
+    by more than the minimum jump ``max(atol, rtol * |baseline|)``) and records each spike with
+    its evidence in ``stats["spikes"]``: step, epoch, the batch's sample indices, the value
+    against the window's baseline and spread, and the top layers by gradient norm at that step.
+    A spike the run recovers from is evidence, not a failure: the criterion fails (verdict
+    ``spiking``) only when there are more than ``max_spikes`` (``None``: never).
     """
 
-    signal: str = "loss"
-    window: int = 50
-    warmup: int = 100
-    atol: float = 0.0
-    rtol: float = 1.0
+    signal: str = LOSS_SPIKES.signal
+    window: int = LOSS_SPIKES.window
+    warmup: int = LOSS_SPIKES.warmup
+    sigmas: float = LOSS_SPIKES.sigmas
+    atol: float = LOSS_SPIKES.atol
+    rtol: float = LOSS_SPIKES.rtol
+    log: bool = LOSS_SPIKES.log
     max_spikes: int | None = None
-    name: str = "loss_spikes"
+    name: str = LOSS_SPIKES.name
 
     def __post_init__(self) -> None:
         self.rule  # validates the thresholds  # noqa: B018
@@ -314,9 +356,23 @@ class Spikes:
                 f"Spikes.max_spikes: got {self.max_spikes!r}; allowed: an int >= 0 or None"
             )
 
+    @classmethod
+    def from_rule(cls, rule: SpikeRule, max_spikes: int | None = None) -> Spikes:
+        """The criterion that runs ``rule`` and allows ``max_spikes``."""
+        return cls(**rule.to_dict(), max_spikes=max_spikes)
+
     @property
     def rule(self) -> SpikeRule:
-        return SpikeRule(self.signal, self.window, self.warmup, self.atol, self.rtol, self.name)
+        return SpikeRule(
+            signal=self.signal,
+            window=self.window,
+            warmup=self.warmup,
+            sigmas=self.sigmas,
+            atol=self.atol,
+            rtol=self.rtol,
+            log=self.log,
+            name=self.name,
+        )
 
     def check(self, obs: Observation) -> Failure | None:
         spikes = [
@@ -341,7 +397,8 @@ class Spikes:
 
 
 def describe_spike(spike: Mapping[str, Any], max_indices: int = 8) -> str:
-    """One line: the value against its running baseline, the batch, the top layers."""
+    """One line: the value against its running baseline (the mean of the window before it,
+    geometric for a log-space rule) and limit, the batch, the top layers."""
     batch = list(spike.get("batch") or [])
     more = ", ..." if len(batch) > max_indices else ""
     shown = ", ".join(str(i) for i in batch[:max_indices]) + more
@@ -349,10 +406,10 @@ def describe_spike(spike: Mapping[str, Any], max_indices: int = 8) -> str:
     value, baseline, limit = (
         math.nan if (x := _num(spike.get(k))) is None else x for k in ("value", "baseline", "limit")
     )
+    times = f"{value / baseline:.3g} x " if baseline > 0 else ""
     text = (
-        f"{spike.get('signal')} {value:.4g} against a running mean of "
-        f"{baseline:.4g} (limit {limit:.4g}) at step "
-        f"{spike.get('step')}, epoch {spike.get('epoch')}"
+        f"{spike.get('signal')} {value:.4g}, {times}its running mean {baseline:.4g} "
+        f"(limit {limit:.4g}) at step {spike.get('step')}, epoch {spike.get('epoch')}"
     )
     if batch:
         text += f"; batch samples [{shown}]"
@@ -367,8 +424,7 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     GradNormBounded(),
     NoCollapse(),
     Learns(),
-    Spikes("loss", name="loss_spikes"),
-    Spikes("grad_norm_preclip", rtol=2.0, name="grad_norm_spikes"),
+    *(Spikes.from_rule(rule) for rule in DEFAULT_RULES),
 )
 
 

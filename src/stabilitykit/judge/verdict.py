@@ -9,7 +9,7 @@ from typing import Any
 
 class VerdictKind(StrEnum):
     STABLE = "stable"
-    DIVERGED = "diverged"  # non-finite or exploding loss
+    DIVERGED = "diverged"  # non-finite, or a loss over its bound at the end or sustained
     COLLAPSED = "collapsed"  # constant output
     STAGNATED = "stagnated"  # did not learn, or fell short of a reference
     SPIKING = "spiking"  # gradient norm out of bounds

@@ -16,6 +16,8 @@ Layout of a run folder::
     stats.json      summary numbers and the verdict; written last (absent = the run never finished)
     model.pt        a state dict, read back with ``weights_only=True``
     reconstruction.npz  stitched prediction and ground truth of test image 0 (for plots)
+    run.lock        locked (flock) while a process trains or resumes the run; names its holder
+                    (:mod:`stabilitykit.record.lock`)
 
 A run folder is complete-or-nothing: it is made as ``runs/.<name>-<time>-<rand>.partial`` and
 renamed into place once ``config.json`` is written. Readers name the folders they leave out: an

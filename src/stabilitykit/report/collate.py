@@ -88,6 +88,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "complete",
     "status",
     "workload",
+    "numerics",
     "reference",
     "arm",
     "scale_changes",
@@ -202,6 +203,7 @@ def metrics_row(record: RunRecord) -> dict[str, Any]:
         "complete": record.complete,
         "status": stats.get("status"),
         "workload": decl.to_json(),
+        "numerics": config.get("numerics"),  # what the bits depend on: the gate reads it
         "arm": dict(arm),
         "scale_changes": _scale_changes(config.get("scale_changes")),
         "spikes": spike_summary(stats),
@@ -514,8 +516,9 @@ def representative(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> dict[str,
 # --- what tells arms apart ---------------------------------------------------------------------
 
 #: Arm fields that are not part of a recipe: the name (the row's label), the seed (its own
-#: column), the scale (shown with what it changed) and the workload's code fingerprint.
-NOT_RECIPE = frozenset({"name", "seed", "scale", "workload_code"})
+#: column), the scale (shown with what it changed), the workload's code fingerprint and a sweep
+#: point's family (a label too; the frontier section groups by it).
+NOT_RECIPE = frozenset({"name", "seed", "scale", "workload_code", "sweep"})
 #: Recipe fields in reading order (what it trains on, the model, the optimiser, the loss and
 #: clipping, the length); other fields follow, sorted, the data spec's (``data.N``) last.
 RECIPE_ORDER: tuple[str, ...] = (

@@ -232,9 +232,50 @@ def arm_finding(arm: ArmSummary, rows: Sequence[dict[str, Any]]) -> str:
             f"{fmt(m.get('grad_norm_preclip_median'))}, p99 {fmt(m.get('grad_norm_preclip_p99'))}"
             f", max {fmt(m.get('grad_norm_preclip_max'))}" + _postclip(m)
         )
+    spikes = spike_text(members)
+    if spikes:
+        parts.append(spikes)
     if arm.n > 1:
         parts.append(f"failure rate {fmt_rate(arm)}")
     return f"{head}: " + "; ".join(parts) + "."
+
+
+_SIGNAL_WORDS = {"loss": "loss", "grad_norm_preclip": "pre-clip grad norm"}
+
+
+def spike_text(members: Sequence[Mapping[str, Any]]) -> str:
+    """The worst spike over ``members`` (their rows' ``spikes``: largest value over its limit):
+    its signal, value against its running mean, step, seed and top layer, and whether the run
+    recovered (any verdict but ``diverged``: docs/criteria.md, "Divergence"); with how many
+    runs had spikes. Empty when none did (or their records predate spike detection)."""
+    spiked = [
+        (r, s["worst"])
+        for r in members
+        if isinstance(s := r.get("spikes"), Mapping) and isinstance(s.get("worst"), Mapping)
+    ]
+    if not spiked:
+        return ""
+    row, worst = max(spiked, key=lambda t: t[1].get("ratio") or 0.0)
+    signal = _SIGNAL_WORDS.get(str(worst.get("signal")), str(worst.get("signal")))
+    value, baseline = worst.get("value"), worst.get("baseline")
+    times = (
+        f", {value / baseline:.3g} x its running mean {fmt(baseline)}"
+        if (isinstance(value, (int, float)) and isinstance(baseline, (int, float)) and baseline > 0)
+        else ""
+    )
+    text = f"worst spike: {signal} {fmt(value)}{times} at step {fmt_count(worst.get('step'))}"
+    if len(members) > 1:
+        text += f" (seed {fmt(row.get('seed'))})"
+    top = worst.get("top_layer")
+    if isinstance(top, (list, tuple)) and len(top) == 2:
+        text += f", top layer {top[0]} (grad norm {fmt(top[1])})"
+    if row.get("verdict") == VerdictKind.DIVERGED.value:
+        text += "; the run did not recover"
+    else:
+        text += "; the run recovered (not diverged)"
+    if len(members) > 1:
+        text += f"; {len(spiked)} of {plural(len(members), 'run')} had spikes"
+    return text
 
 
 def _postclip(values: Mapping[str, Any]) -> str:

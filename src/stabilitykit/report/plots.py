@@ -252,6 +252,32 @@ def spike_points(rec: RunRecord, signal: str, x_key: str) -> tuple[np.ndarray, n
     return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
 
+#: A run's largest excursion that no rule flagged (in warm-up, or under its limit): a grey diamond.
+_EXCURSION_STYLE: dict[str, Any] = {
+    "ls": "none",
+    "marker": "D",
+    "ms": 5,
+    "mfc": "none",
+    "mec": "0.35",
+    "mew": 1.2,
+}
+
+
+def excursion_points(rec: RunRecord, signal: str, x_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, value)`` of ``rec``'s largest excursion of ``signal``
+    (``stats["largest_excursion"]``) when no rule flagged it, placed as :func:`spike_points`
+    places a spike; empty otherwise (flagged: it has its ring)."""
+    block = rec.stats.get("largest_excursion")
+    big = block.get(signal) if isinstance(block, Mapping) else None
+    if not isinstance(big, Mapping) or big.get("flagged"):
+        return np.empty(0), np.empty(0)
+    step, epoch, value = (finite(big.get(k)) for k in ("step", "epoch", "value"))
+    if step is None or value is None or value <= 0 or (x_key == "epoch" and epoch is None):
+        return np.empty(0), np.empty(0)
+    x = _epoch_position(_epoch_spans(rec.steps), step, epoch) if x_key == "epoch" else step
+    return np.asarray([float(x)]), np.asarray([value])
+
+
 def _mark_spikes(ax: Axes, xs: np.ndarray, ys: np.ndarray) -> bool:
     """A red ring at each spike's ``(x, value)``; returns whether there was one."""
     if not xs.size:
@@ -266,6 +292,7 @@ def _legend(
     banded: bool,
     nonfinite: bool,
     spikes: bool = False,
+    excursions: bool = False,
 ) -> None:
     """The figure's legend, outside the axes on the right: one entry per arm (its colour), then
     what the styles mean: the median line and min–max band (when an arm has several seeds),
@@ -288,6 +315,9 @@ def _legend(
     if spikes:
         handles.append(Line2D([], [], **_SPIKE_STYLE))
         labels.append("○ spike: the value at a step a spike rule flagged")
+    if excursions:
+        handles.append(Line2D([], [], **_EXCURSION_STYLE))
+        labels.append("◇ a run's largest jump over its running mean, not flagged (warm-up)")
     fig.legend(
         handles,
         [textwrap.fill(label, 36) for label in labels],
@@ -323,7 +353,7 @@ def _curves_figure(
     groups = arm_groups(records_by_label)
     colours = arm_colours(len(groups))
     shown: dict[str, Any] = {}
-    banded = nonfinite = spiked = False
+    banded = nonfinite = spiked = excursed = False
     for ax, (key, title) in zip(axes, panels_, strict=True):
         drawn = False
         for (label, recs), colour in zip(groups, colours, strict=True):
@@ -338,6 +368,12 @@ def _curves_figure(
                     points = [spike_points(rec, signal, x_key) for rec in recs]
                     xs = np.concatenate([x for x, _ in points])
                     spiked |= _mark_spikes(ax, xs, np.concatenate([y for _, y in points]))
+                    big = [excursion_points(rec, signal, x_key) for rec in recs]
+                    bx = np.concatenate([x for x, _ in big])
+                    if bx.size:
+                        ys = np.concatenate([y for _, y in big])
+                        ax.plot(bx, ys, **_EXCURSION_STYLE, zorder=3, gid="excursion")
+                        excursed = True
             if source == "steps":
                 bad = [s for r in rows for s in _nonfinite_steps(r, key)]
                 _mark_nonfinite(ax, bad, colour)
@@ -350,7 +386,7 @@ def _curves_figure(
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _finish(ax, drawn, empty.format(title=title))
     order = [(label, c) for (label, _), c in zip(groups, colours, strict=True) if label in shown]
-    _legend(fig, order, banded, nonfinite, spiked)
+    _legend(fig, order, banded, nonfinite, spiked, excursed)
     return fig
 
 

@@ -65,6 +65,12 @@ from stabilitykit.report.collate import (
     stage_columns,
     summarise_arms,
 )
+from stabilitykit.report.frontier import (
+    FRONTIER_KEY,
+    frontier_lines,
+    stage_frontiers,
+    write_frontier_plot,
+)
 from stabilitykit.report.narrative import (
     INSTABILITY,
     STABLE,
@@ -109,6 +115,7 @@ class StageReport:
     next_steps: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     ranking: tuple[str, ...] = ()
+    frontiers: tuple[Any, ...] = ()  # one per sweep family (stabilitykit.frontier.Frontier)
 
     @property
     def title(self) -> str:
@@ -165,6 +172,7 @@ def build_stage_report(
         next_steps=tuple(next_steps),
         notes=tuple(notes),
         ranking=tuple(ranking(arms, rows)),
+        frontiers=tuple(stage_frontiers(rows, records)),
     )
 
 
@@ -183,6 +191,7 @@ def stage_metrics(report: StageReport) -> dict[str, Any]:
         "rows": report.rows,
         "arms": [a.to_dict() for a in report.arms],
         "references": report.references,
+        **({"frontiers": [f.to_dict() for f in report.frontiers]} if report.frontiers else {}),
     }
 
 
@@ -236,6 +245,11 @@ def write_stage_report(
                 notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
         own = {label: rec for label, rec in every.items() if label not in (references or {})}
         files.update(_spike_plots(own, plot_dir, notes))
+        try:
+            if report.frontiers:
+                files[FRONTIER_KEY] = write_frontier_plot(report.frontiers, report.rows, plot_dir)
+        except Exception as exc:  # a plot must not cost the summary
+            notes.append(f"plot {FRONTIER_KEY} failed: {type(exc).__name__}: {exc}")
     report = dataclasses.replace(report, files=files, notes=tuple(notes))
     summary_path = out / "summary.md"
     write_text(summary_path, render_markdown(report, records, out))
@@ -655,6 +669,7 @@ def render_markdown(
     if any(len(a.runs) > 1 for a in report.arms):
         lines += ["", "## Seeds", "", *_seed_table(report), ""]
         lines.append("Medians and IQR are over the stable seeds; interrupted runs are not judged.")
+    lines += frontier_lines(report.frontiers, report.files.get(FRONTIER_KEY), out)
     if report.comparisons:
         lines += ["", "## Against the reference", ""] + [f"- {c}" for c in report.comparisons]
     lines += [

@@ -6,10 +6,16 @@ spike detector's state, and the arm hash and code fingerprint that produced it. 
 atomically (a temporary file renamed into place), so a kill at any moment leaves either the
 previous checkpoint or the new one, never half of one; it is read back with
 ``torch.load(weights_only=True)``: plain tensors and containers, no pickled code.
+
+The file is a one-line header (``MAGIC``, the format version, the sha256 of the rest) followed
+by ``torch.save``'s bytes: a file cut short or with flipped bytes fails the checksum and is
+refused by name before torch reads a byte of it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
 import threading
@@ -20,7 +26,10 @@ import numpy as np
 import torch
 
 FORMAT = "stabilitykit.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: a checksummed header
+MAGIC = b"stabilitykit-checkpoint"
+_HEADER = len(MAGIC) + len(b" 2 sha256 ") + 64 + 1  # ... <64 hex>\n
+_CHUNK = 1 << 20
 KEYS = (
     "format",
     "version",
@@ -66,25 +75,69 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _header(digest: str) -> bytes:
+    return MAGIC + f" {VERSION} sha256 {digest}\n".encode()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> int:
-    """Write ``state`` to ``path`` atomically; returns its size in bytes."""
+    """Write ``state`` to ``path`` atomically, behind a header with the payload's sha256;
+    returns the file's size in bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    with open(tmp, "w+b") as f:
+        f.write(_header("0" * 64))  # a placeholder of the same length
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+        f.seek(_HEADER)
+        digest = hashlib.sha256()
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+        f.seek(0)
+        f.write(_header(digest.hexdigest()))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path.stat().st_size
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint read back (weights only); :class:`CheckpointError` naming the file when it is
-    unreadable, foreign, of a newer version or incomplete."""
+def read_payload(path: Path) -> bytes:
+    """The payload of the checkpoint at ``path`` once its checksum holds; else
+    :class:`CheckpointError` naming the file and what is wrong."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    head, payload = data[:_HEADER], data[_HEADER:]
+    parts = head.rstrip(b"\n").split(b" ")
+    if len(parts) != 4 or parts[0] != MAGIC or parts[2] != b"sha256" or head[-1:] != b"\n":
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (no stabilitykit checkpoint header; "
+            f"written by a stabilitykit before checkpoint version {VERSION}, or not one)"
+        )
+    if parts[1] != str(VERSION).encode():
+        raise CheckpointError(
+            f"{path}: checkpoint version {parts[1].decode(errors='replace')}; this stabilitykit "
+            f"reads version {VERSION}"
+        )
+    if hashlib.sha256(payload).hexdigest().encode() != parts[3]:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (checksum mismatch: the file is cut short or "
+            f"corrupt; {len(data)} bytes)"
+        )
+    return payload
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint read back (weights only) once its checksum holds; :class:`CheckpointError`
+    naming the file when it is unreadable, corrupt, foreign, of another version or incomplete."""
+    path = Path(path)
+    payload = read_payload(path)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a foreign payload: torch raises many kinds
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a stabilitykit checkpoint")

@@ -142,7 +142,7 @@ class LayerTelemetry:
                 update = self._per_layer(pending.update, pending.layer_of)
                 weight = self._per_layer(pending.weight, pending.layer_of)
                 layer_row["update_ratio"] = [
-                    u / w if w > 0 else None for u, w in zip(update, weight, strict=True)
+                    update_ratio(u, w) for u, w in zip(update, weight, strict=True)
                 ]
             if step in by_step:
                 layer_row["spike"] = True
@@ -191,6 +191,14 @@ def top_layers(names: Sequence[str], norms: Sequence[float | None], k: int = TOP
         key=lambda t: -t[1],
     )
     return [[n, v] for n, v in ranked[:k]]
+
+
+def update_ratio(update: float | None, weight: float | None) -> float | None:
+    """``||delta w|| / ||w||`` of one layer; ``None`` when either norm is non-finite (``None``)
+    or the weights are zero."""
+    if update is None or weight is None or not weight > 0:
+        return None
+    return _number(update / weight)
 
 
 def _number(x: float) -> float | None:

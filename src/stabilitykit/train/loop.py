@@ -173,9 +173,9 @@ def train(
     telemetry = hooks.telemetry
 
     def sink(rows: list[dict[str, Any]]) -> None:
+        on_steps(rows)  # first: the step rows reach the record whatever the telemetry does
         if telemetry is not None:
             telemetry.on_rows(rows)
-        on_steps(rows)
 
     buffer = StepBuffer(sink, setup.flush_every)
     scheduler = build_scheduler(

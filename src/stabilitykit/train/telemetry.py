@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from stabilitykit.judge.spikes import DEFAULT_RULES, SpikeRule, largest_excursions
 
 STEP_FIELDS = ("loss", "grad_norm_preclip", "grad_norm_postclip")
 
@@ -80,9 +82,43 @@ def as_float(x: Any) -> float:
     return float(x) if not isinstance(x, str) else float(x.replace("Infinity", "inf"))
 
 
-def summarise_steps(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Summary numbers over logged steps: losses, and grad-norm min/median/p99/max before and
-    after clipping (with the step of the pre-clip maximum)."""
+#: A loss over its bound for this many consecutive logged steps (at least), or this fraction of
+#: the run's logged steps, is sustained (docs/criteria.md, "Divergence").
+SUSTAINED_MIN_STEPS = 5
+SUSTAINED_FRACTION = 0.02
+
+
+def sustained_steps(n: int) -> int:
+    """How many consecutive logged steps a stretch of a run of ``n`` logged steps must last to
+    be sustained: ``max(5, ceil(2 % of n))``."""
+    return max(SUSTAINED_MIN_STEPS, math.ceil(SUSTAINED_FRACTION * n))
+
+
+def sustained_level(values: np.ndarray, length: int) -> tuple[float, int] | None:
+    """``(level, start)``: the highest level that ``values`` stayed at or above for ``length``
+    consecutive entries (the largest minimum over any ``length`` consecutive ones; NaN counts
+    as infinite) and the index where that stretch starts; ``None`` when there are fewer."""
+    if length < 1 or len(values) < length:
+        return None
+    lows = np.where(np.isnan(values), np.inf, values)
+    span = 1  # lows[i] = min(values[i : i + span])
+    while 2 * span <= length:
+        lows = np.minimum(lows[:-span], lows[span:])
+        span *= 2
+    if span < length:  # two overlapping spans cover length
+        lows = np.minimum(lows[: len(lows) - (length - span)], lows[length - span :])
+    start = int(np.argmax(lows))
+    return float(lows[start]), start
+
+
+def summarise_steps(
+    steps: Sequence[dict[str, Any]], rules: Iterable[SpikeRule] = DEFAULT_RULES
+) -> dict[str, Any]:
+    """Summary numbers over logged steps: losses (first, max, final and how high the loss stayed
+    for a sustained stretch: :func:`sustained_level` over :func:`sustained_steps`), grad-norm
+    min/median/p99/max before and after clipping (with the step of the pre-clip maximum), and
+    per signal the largest excursion against its running window, warm-up included
+    (:func:`~stabilitykit.judge.spikes.largest_excursions` under ``rules``)."""
     out: dict[str, Any] = {"steps": len(steps)}
     losses = np.array([as_float(s["loss"]) for s in steps], dtype=float)
     finite = np.isfinite(losses)
@@ -90,9 +126,15 @@ def summarise_steps(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if finite.any():
         i = int(np.nanargmax(np.where(finite, losses, -np.inf)))
         out["max_loss"], out["max_loss_step"] = float(losses[i]), steps[i]["step"]
-        out["final_loss"] = float(losses[finite][-1])
+        last = int(np.flatnonzero(finite)[-1])
+        out["final_loss"], out["final_loss_step"] = float(losses[last]), steps[last]["step"]
     else:
-        out["max_loss"] = out["max_loss_step"] = out["final_loss"] = None
+        out["max_loss"] = out["max_loss_step"] = None
+        out["final_loss"] = out["final_loss_step"] = None
+    out["loss_sustained_steps"] = sustained_steps(len(losses))
+    held = sustained_level(losses, out["loss_sustained_steps"])
+    out["loss_sustained"] = None if held is None else _finite_or_none(held[0])
+    out["loss_sustained_step"] = None if held is None else steps[held[1]]["step"]
     bad = [s["step"] for s, ok in zip(steps, finite, strict=True) if not ok]
     for s in steps:
         if "grad_norm_preclip" in s and not math.isfinite(as_float(s["grad_norm_preclip"])):
@@ -116,7 +158,12 @@ def summarise_steps(steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[f"{key}_max_step"] = max(
                 ((st, v) for st, v in logged if math.isfinite(v)), key=lambda t: t[1]
             )[0]
+    out["largest_excursion"] = largest_excursions(steps, rules)
     return out
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def summarise_history(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
