@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -18,13 +19,16 @@ from stabilitykit.arm import apply_scale  # noqa: E402
 from stabilitykit.cluster import (  # noqa: E402
     ArmJob,
     ClusterError,
+    ClusterOptions,
     check_available,
     job_result,
     make_executor,
     submit_arm,
 )
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA  # noqa: E402
-from stabilitykit.stage import StudyOptions, run_in_stage  # noqa: E402
+from stabilitykit.judge.verdict import VerdictKind  # noqa: E402
+from stabilitykit.record.run_record import read_record  # noqa: E402
+from stabilitykit.stage import StudyOptions, find_resumable, run_in_stage  # noqa: E402
 from stabilitykit.train.checkpoint import list_checkpoints  # noqa: E402
 
 pytest_plugins = ["pytester"]
@@ -37,13 +41,22 @@ VOLATILE = {"train_seconds", "resumes", "checkpoint_bytes"}
 WAIT_S = 60
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "cluster-data-cache"
 
 
-def _options(tmp_path, cache, name="out", **kw):
-    return StudyOptions(out=tmp_path / name, scale="none", cache_dir=cache, **kw)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, cache):
+    """``ARM``'s uninterrupted in-process run, the reference of every job test (read only)."""
+    here = tmp_path_factory.mktemp("uninterrupted")
+    return run_in_stage(ARM, "stage_x", _options(here, cache, "here"), progress=False)
+
+
+def _options(tmp_path, cache, name="out", executor=None):
+    return StudyOptions(
+        out=tmp_path / name, scale="none", cache_dir=cache, cluster=ClusterOptions(executor)
+    )
 
 
 def _steps(folder):
@@ -72,8 +85,7 @@ def _wait_for(path, job):
         time.sleep(0.05)
 
 
-def test_an_arm_run_as_a_local_job_records_what_an_in_process_run_records(tmp_path, cache):
-    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
+def test_an_arm_run_as_a_local_job_records_what_an_in_process_run_records(tmp_path, cache, whole):
     options = _options(tmp_path, cache, executor="local")
 
     result = run_in_stage(ARM, "stage_x", options)  # submits, waits, gathers
@@ -89,8 +101,9 @@ def test_an_arm_run_as_a_local_job_records_what_an_in_process_run_records(tmp_pa
     assert (jobs / f"{job}_0_log.out").exists() and (jobs / f"{job}_0_log.err").exists()
 
 
-def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(tmp_path, cache):
-    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
+def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(
+    tmp_path, cache, whole
+):
     options = _options(tmp_path, cache, executor="local")
     paused = tmp_path / "paused"
 
@@ -101,7 +114,16 @@ def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(tm
             for _ in range(1200):
                 time.sleep(0.1)
 
-    job = submit_arm(ArmJob(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress))
+    job = submit_arm(
+        ArmJob(
+            ARM,
+            "stage_x",
+            options,
+            train=run_in_stage,
+            criteria=DEFAULT_CRITERIA,
+            progress=progress,
+        )
+    )
     _wait_for(paused, job)
     (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
     assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
@@ -122,10 +144,9 @@ def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(tm
     assert "this job is preempted" in log and "Requeued job" in log
 
 
-def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, monkeypatch):
+def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, whole, monkeypatch):
     """Slurm may requeue a job without submitit's signal (preemption in REQUEUE mode, a node
     failure): the same job id runs the same submission again and continues its run."""
-    whole = run_in_stage(ARM, "stage_x", _options(tmp_path, cache, "here"), progress=False)
     options = _options(tmp_path, cache, executor="local")
     killed = tmp_path / "killed"
 
@@ -134,7 +155,16 @@ def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, monk
             killed.touch()
             os.kill(os.getpid(), signal.SIGKILL)  # the node went away
 
-    job = submit_arm(ArmJob(ARM, "stage_x", options, criteria=DEFAULT_CRITERIA, progress=progress))
+    job = submit_arm(
+        ArmJob(
+            ARM,
+            "stage_x",
+            options,
+            train=run_in_stage,
+            criteria=DEFAULT_CRITERIA,
+            progress=progress,
+        )
+    )
     job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
     with pytest.raises(
         ClusterError, match=rf"(?s)local job {job.job_id} \(stage_x\) failed.*logs: "
@@ -175,9 +205,9 @@ def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, monk
         ),
     ],
 )
-def test_bad_cluster_options_are_named(tmp_path, kw, message):
+def test_bad_cluster_options_are_named(kw, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        StudyOptions(out=tmp_path, **kw)
+        ClusterOptions(**kw)
 
 
 def test_missing_submitit_or_slurm_is_named(tmp_path, monkeypatch):
@@ -195,13 +225,15 @@ def test_slurm_jobs_get_the_options_as_sbatch_flags(tmp_path, monkeypatch):
     options = StudyOptions(
         out=tmp_path / "out",
         device="cuda",  # checked on the job's node, not here
-        executor="slurm",
-        slurm_partition="gpu",
-        slurm_account="lab",
-        slurm_gpus=2,
-        slurm_cpus=8,
-        slurm_time=240,
-        slurm_signal_delay=300,
+        cluster=ClusterOptions(
+            executor="slurm",
+            slurm_partition="gpu",
+            slurm_account="lab",
+            slurm_gpus=2,
+            slurm_cpus=8,
+            slurm_time=240,
+            slurm_signal_delay=300,
+        ),
     )
     ex = make_executor(options, "stage_b")
     text = ex._executor._make_submission_file_text("python -m job", "uid")
@@ -217,12 +249,12 @@ def test_slurm_jobs_get_the_options_as_sbatch_flags(tmp_path, monkeypatch):
     ):
         assert f"#SBATCH {flag}\n" in text + "\n", flag
     assert ex._executor.max_num_timeout == 3
-    default = make_executor(StudyOptions(out=tmp_path, executor="slurm"), "stage_b")
+    default = make_executor(StudyOptions(out=tmp_path, cluster=ClusterOptions("slurm")), "stage_b")
     text = default._executor._make_submission_file_text("python -m job", "uid")
     assert "#SBATCH --gpus-per-node=1\n" in text and "#SBATCH --time=60\n" in text
 
 
-def test_a_pytest_session_with_the_local_executor_reports_its_jobs(pytester, cache):
+def test_a_pytest_session_with_the_local_executor_reports_its_jobs(pytester, sk_pytest):
     pytester.makepyfile(
         """
 import pytest
@@ -238,8 +270,7 @@ def test_arm(run_arm, sk_options):
     Path("session.txt").write_text(sk_options.session)
 """
     )
-    argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider"]
-    result = pytester.runpytest_subprocess(*argv, "--sk-executor", "local")
+    result = sk_pytest("--sk-executor", "local")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*stage_a: report written*"])
     stage = pytester.path / "reports" / "stage_a"
@@ -249,6 +280,43 @@ def test_arm(run_arm, sk_options):
     assert tags["session"] == (pytester.path / "session.txt").read_text()
     assert list((stage / "jobs").glob(f"{tags['job']}_0_log.out"))
 
-    bad = pytester.runpytest_subprocess(*argv, "--sk-executor", "slurm", "--sk-slurm-time", "0")
+    bad = sk_pytest("--sk-executor", "slurm", "--sk-slurm-time", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--sk-slurm-time: got 0; allowed: an int >= 1*"])
+
+
+def test_a_local_job_whose_submitter_is_gone_stops_as_interrupted_and_resumes(tmp_path, cache):
+    """``kill -9`` of pytest under the local executor: the job sees its submitter gone and
+    stops its run as Ctrl-C would. Run here in process, a stand-in process as the submitter."""
+    options = _options(tmp_path, cache, executor="local")
+    submitter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    killed = []
+
+    def progress(step, total, info):
+        if step == STOP_AT:
+            submitter.kill()
+            submitter.wait()
+            killed.append(time.monotonic())
+            time.sleep(10)  # interrupted in here
+
+    task = ArmJob(
+        ARM, "stage_x", options, train=run_in_stage, criteria=DEFAULT_CRITERIA, progress=progress
+    )
+    assert task.submitter == os.getpid()
+    task.submitter, task.watch_interval = submitter.pid, 0.05
+    # a job started from a background shell ignores SIGINT: the watch still interrupts it
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            task()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - killed[0] < 5
+
+    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
+    record = read_record(folder)
+    assert record.verdict.kind is VerdictKind.INTERRUPTED
+    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    assert find_resumable(tmp_path / "out" / "stage_x", options.prepare(ARM)) == folder

@@ -47,3 +47,11 @@ def test_plain_names(bad):
     assert check_plain_name("stage", "s") == "s"
     with pytest.raises(ValueError, match="stage: got"):
         check_plain_name("stage", bad)
+
+
+def test_a_stage_name_longer_than_a_folder_name_should_be_is_refused_by_name():
+    assert check_path_name("stage", "stage_" + "a" * 58) == "stage_" + "a" * 58  # 64
+    long = "stage_" + "a" * 294
+    message = r"stage: got 'stage_a+' \(300 characters\); allowed: .*at most 64"
+    with pytest.raises(ValueError, match=message):
+        check_path_name("stage", long)

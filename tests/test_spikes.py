@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -164,7 +165,14 @@ def spiky_row(result, step):
 def test_replay_says_what_is_missing(spiky, tmp_path, capsys):
     cache = str(spiky.run_dir.parents[1] / "cache")
     code = main(["replay", str(spiky.run_dir), "--step", "3", "--cache", cache])
-    assert code == 2 and "no checkpoint before step 3" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a step of the first epoch: keeping checkpoints cannot help
+    assert code == 2 and "step 3 comes before the first checkpoint (epoch 1, which ends at " in err
+    assert "step 8); --from-start" in err and "--sk-keep-checkpoints" not in err
+    bare = tmp_path / "bare"  # the run without its checkpoints
+    shutil.copytree(spiky.run_dir, bare, ignore=shutil.ignore_patterns("checkpoints"))
+    code = main(["replay", str(bare), "--step", "12", "--cache", cache])
+    err = capsys.readouterr().err
+    assert code == 2 and "no checkpoint before step 12" in err and "--sk-keep-checkpoints" in err
     code = main(
         [
             "replay",

@@ -381,6 +381,20 @@ def test_wrong_data_shape_is_refused_before_training(run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_values_beyond_float32_are_refused_by_name_and_never_cached(run, tmp_path):
+    def arrays(self, spec):
+        x = np.ones((8, 1, 4, 4))  # float64
+        y = x.copy()
+        y[3, 0, 1, 2] = 1e300  # finite in float64, inf in float32
+        return {"x_train": x, "y_train": y, "x_test": x, "y_test": x}
+
+    arm = ARM.replace(workload=_broken("too_large", arrays=arrays))
+    message = r"arrays: y_train: value 1e\+300 at index \(3, 0, 1, 2\)"
+    with pytest.raises(WorkloadError, match=message):
+        run(arm)
+    assert not list((tmp_path / "cache").glob("*.npz"))
+
+
 def test_a_model_of_the_wrong_output_shape_is_an_error_verdict(run):
     def build_model(self, data, architecture, **kwargs):
         return nn.Conv2d(1, 2, 1)
@@ -435,6 +449,26 @@ def test_an_incomplete_workload_class_is_refused():
         register_workload(NoPrimary)
     with pytest.raises(ValueError, match=r"MetricSpec\('x'\).direction: got 'up'"):
         MetricSpec("x", "up")
+
+
+def test_a_workload_names_its_mitigations_checked_recorded_and_outside_the_fingerprint():
+    ls = ("LayerScale", {"architecture": "res", "layerscale_init": 1e-3})
+    archs = {"mlp": {"width": 8}, "res": {"width": 8, "layerscale_init": None}}
+    base = type("mit_base", (Shift,), {"name": "mit_base", "architectures": archs})
+    advised = type("mit_advised", (base,), {"name": "mit_advised", "mitigations": (ls,)})
+    block = advised().describe()
+    assert block["mitigations"] == [{"text": "LayerScale", "changes": ls[1]}]
+    assert block["architectures"] == archs
+    plain = type("mit_advised", (base,), {"name": "mit_advised"})  # the same, unadvised
+    assert fingerprint(advised) == fingerprint(plain)
+    for bad, message in [
+        ((("LayerScale", {"architecture": "vit"}),), "sets architecture 'vit'; allowed: one of"),
+        ((("LayerScale", {"architecture": "mlp", "layerscale_init": 1}),), "'mlp' does not"),
+        (("just text",), r"mitigations\[0\]: .*expected a Mitigation or a \(text, changes\)"),
+    ]:
+        cls = type("mit_bad", (base,), {"name": "mit_bad", "mitigations": bad})
+        with pytest.raises(TypeError, match=message):
+            register_workload(cls)
 
 
 def test_tensors_and_metric_checks_name_what_is_wrong():

@@ -20,6 +20,7 @@ _EXPORTS = {
     "run_arm": "stabilitykit.run",
     "Workload": "stabilitykit.workload",
     "MetricSpec": "stabilitykit.workload",
+    "Mitigation": "stabilitykit.workload",
     "Evaluation": "stabilitykit.workload",
     "Tensors": "stabilitykit.workload",
     "Scale": "stabilitykit.workload",

@@ -15,12 +15,14 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -46,19 +48,27 @@ def _umask() -> int:
     return mask
 
 
-def write_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` as ``.npz`` through a temp file and ``os.replace``."""
+def write_npz_atomic(
+    path: Path,
+    arrays: Mapping[str, np.ndarray],
+    check: Callable[[Path], T] | None = None,
+) -> T | None:
+    """Write ``arrays`` to ``path`` as ``.npz`` through a temp file and ``os.replace``. With
+    ``check``, the temp file is ``check``-ed first (its result is returned): a file that fails
+    never reaches ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        checked = check(Path(tmp)) if check is not None else None
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return checked
 
 
 def remove_orphans(cache_dir: Path, key: str) -> None:
@@ -84,8 +94,10 @@ def load_or_build(
 ) -> object:
     """The data set cached under ``key``: ``load(path)``, or ``build()`` stored there first.
 
-    ``load`` reads and validates a file (raising on anything it cannot trust); ``save`` turns a
-    built object into arrays (identity when ``build`` already returns arrays). Safe with
+    ``load`` reads and validates a file (raising on anything it cannot trust); a built set is
+    loaded from its written file before that file is put in place, so a set that fails is never
+    cached. ``save`` turns a built object into arrays (identity when ``build`` already returns
+    arrays). Safe with
     concurrent callers, processes or threads: one builds, the others wait and load.
     """
     cache_dir = Path(cache_dir)
@@ -107,5 +119,6 @@ def load_or_build(
                 log.warning("discarding cached data set %s: %s: %s", path, type(err).__name__, err)
                 path.unlink()
         built = build()
-        write_npz_atomic(path, built if save is None else save(built))
-    return built if save is not None else load(path)
+        # the written file is loaded before it is put in place: a set that fails is not cached
+        loaded = write_npz_atomic(path, built if save is None else save(built), check=load)
+    return built if save is not None else loaded

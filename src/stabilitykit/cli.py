@@ -8,6 +8,7 @@
     stabilitykit accept DIR --baseline PATH [--stage NAME] [--arm PATTERN ...]
     stabilitykit merge DIR... --out DIR --stage NAME   # writes DIR/NAME/ as the plugin does
     stabilitykit replay RUN --step S [--out DIR] [--from-start]  # one step, again, inspected
+    stabilitykit export RUNS... [--tensorboard DIR] [--mlflow URI]  # into experiment trackers
 
 BASE and HEAD are folders of run records, or ``<stage>_metrics.json`` files; BASE may also be a
 baseline file. Exit status: 0 fine, 1 a regression, 2 bad input (the message names the file).
@@ -408,6 +409,25 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if result.matches else EXIT_REGRESSION
 
 
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from stabilitykit.track import MissingExtraError
+    from stabilitykit.track.export import export_records
+
+    if args.tensorboard is None and args.mlflow is None:
+        raise InputError("nothing to export to: give --tensorboard DIR and/or --mlflow URI")
+    records: list[RunRecord] = []
+    for root in args.runs:
+        found, notes = read_records(Path(root), strict=False)
+        warn(console, notes)
+        records += found
+    try:
+        lines = export_records(records, tensorboard=args.tensorboard, mlflow=args.mlflow)
+    except MissingExtraError as exc:
+        raise InputError(str(exc)) from None
+    console.print(Text("\n".join(line for line, _ in lines)), soft_wrap=True)
+    return EXIT_OK if all(ok for _, ok in lines) else EXIT_REGRESSION
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -505,6 +525,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache", help="data-set cache folder (default: as for the run)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "export",
+        help="send run records on disk to TensorBoard and/or MLflow (docs/trackers.md)",
+        description="Replay each run folder under RUNS into TensorBoard (DIR/<stage>/<run>) "
+        "and/or MLflow (a tracking URI, or a folder: sqlite:///DIR/mlflow.db), as a live run "
+        "would have written it; records of 0.2 and 0.3 included. A run sent before is "
+        "continued, not repeated. Exit 0 when every run reached every tracker, 1 when one "
+        "failed (named), 2 on bad input.",
+    )
+    p.add_argument("runs", metavar="RUNS", nargs="+", help="folders of run records")
+    p.add_argument("--tensorboard", metavar="DIR", help="TensorBoard log folder")
+    p.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI or folder")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -6,6 +6,10 @@ it; the job trains the arm into the session's ``--sk-out`` with the session's ta
 report and the gate read its record as if it had been trained in the pytest process. Parallelism
 comes from pytest-xdist: ``-n 8`` keeps 8 jobs in flight.
 
+A local job watches the process that submitted it: when that process is gone (``kill -9`` of
+pytest), the job stops its run as interrupted, as Ctrl-C would, so that it writes nothing more
+into ``--sk-out`` and ``--sk-resume`` continues the run.
+
 A job that is preempted or reaches its time limit gets submitit's signal (USR2,
 ``--sk-slurm-signal-delay`` seconds before the end), is requeued with the same job id, and
 continues its own run from the last epoch checkpoint, in the same run folder (the record carries
@@ -16,12 +20,17 @@ submitit is imported only when a job is built or submitted: ``pip install 'stabi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import os
 import re
 import shutil
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +39,13 @@ if TYPE_CHECKING:
     from stabilitykit.judge.criteria import Criterion
     from stabilitykit.record.run_record import RunRecord
     from stabilitykit.run import ArmResult
-    from stabilitykit.stage import StudyOptions
+
+#: The session's options (a :class:`stabilitykit.stage.StudyOptions`: ``cluster``, ``out``,
+#: ``cache_dir``, ``device``, ``prepare``, ``stage_dir``); this module does not import the
+#: session, which imports it.
+Options = Any
+#: How a job trains its arm: :func:`stabilitykit.stage.run_in_stage`, passed in by the session.
+Train = Callable[..., "ArmResult"]
 
 EXECUTORS = ("local", "slurm")
 #: Job logs, submission scripts and pickles: ``<sk-out>/<stage>/jobs/``.
@@ -38,6 +53,8 @@ JOBS = "jobs"
 DEFAULT_TIME_MIN = 60
 DEFAULT_SLURM_GPUS = 1
 DEFAULT_MAX_TIMEOUTS = 3  # submitit's own default
+#: How often a local job checks that the process that submitted it is still there (seconds).
+WATCH_INTERVAL_S = 1.0
 INSTALL = "pip install 'stabilitykit[cluster]'"
 #: A Slurm partition, account or QOS name (a partition may be a comma-separated list).
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*(,[A-Za-z0-9_][A-Za-z0-9_.:+-]*)*$")
@@ -61,46 +78,58 @@ class ClusterError(RuntimeError):
     """Jobs cannot be submitted from here (submitit missing, no Slurm), or a job failed."""
 
 
-def check_options(options: StudyOptions) -> None:
-    """``ValueError`` naming the option and what is allowed, for each cluster option of
-    ``options`` (all ``None`` without ``--sk-executor``)."""
-    executor = options.executor
-    if executor is not None and executor not in EXECUTORS:
-        raise ValueError(
-            f"--sk-executor: got {executor!r}; allowed: one of {EXECUTORS} (or none: train in "
-            f"the pytest process)"
-        )
-    if executor is None:
-        for field, flag in {**SLURM_ONLY, **JOB_OPTIONS}.items():
-            if _get(options, field) is not None:
-                which = "slurm" if field in SLURM_ONLY else "slurm or local"
-                raise ValueError(f"{flag}: needs --sk-executor {which}")
-    if executor == "local":
-        for field, flag in SLURM_ONLY.items():
-            if _get(options, field) is not None:
-                raise ValueError(f"{flag}: only with --sk-executor slurm (got --sk-executor local)")
-    _check_int("--sk-slurm-gpus", options.slurm_gpus, 0)
-    _check_int("--sk-slurm-cpus", options.slurm_cpus, 1)
-    _check_int("--sk-slurm-time", options.slurm_time, 1)
-    _check_int("--sk-slurm-max-timeouts", options.slurm_max_timeouts, 0)
-    _check_int("--sk-slurm-signal-delay", options.slurm_signal_delay, 1)
-    for field in ("slurm_partition", "slurm_account", "slurm_qos"):
-        value = _get(options, field)
-        if value is not None and (not isinstance(value, str) or not SLURM_NAME.match(value)):
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Each arm of a session as a cluster job: the executor (``None``: train in the pytest
+    process) and the job's options, each checked when built; a ``ValueError`` names the pytest
+    option (``--sk-slurm-time``) and what it allows."""
+
+    executor: str | None = None  # "local" or "slurm"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_gpus: int | None = None  # per job; None: 1 on Slurm
+    slurm_cpus: int | None = None  # per job; None: the partition's default
+    slurm_time: int | None = None  # minutes; None: 60
+    slurm_max_timeouts: int | None = None  # requeues after a time-out; None: 3
+    slurm_signal_delay: int | None = None  # seconds before the end; None: submitit's
+
+    def __post_init__(self) -> None:
+        executor = self.executor
+        if executor is not None and executor not in EXECUTORS:
             raise ValueError(
-                f"{SLURM_ONLY[field]}: got {value!r}; allowed: a Slurm name (letters, digits, "
-                f"'_', '.', '-', ':', '+'; a partition may be a comma-separated list)"
+                f"--sk-executor: got {executor!r}; allowed: one of {EXECUTORS} (or none: train "
+                "in the pytest process)"
             )
-    delay, time = options.slurm_signal_delay, options.slurm_time or DEFAULT_TIME_MIN
-    if delay is not None and delay >= 60 * time:
-        raise ValueError(
-            f"--sk-slurm-signal-delay: got {delay}; allowed: fewer seconds than the time limit "
-            f"({time} min = {60 * time} s)"
-        )
-
-
-def _get(options: StudyOptions, field: str) -> Any:
-    return getattr(options, field, None)
+        if executor is None:
+            for name, flag in {**SLURM_ONLY, **JOB_OPTIONS}.items():
+                if getattr(self, name) is not None:
+                    which = "slurm" if name in SLURM_ONLY else "slurm or local"
+                    raise ValueError(f"{flag}: needs --sk-executor {which}")
+        if executor == "local":
+            for name, flag in SLURM_ONLY.items():
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{flag}: only with --sk-executor slurm (got --sk-executor local)"
+                    )
+        _check_int("--sk-slurm-gpus", self.slurm_gpus, 0)
+        _check_int("--sk-slurm-cpus", self.slurm_cpus, 1)
+        _check_int("--sk-slurm-time", self.slurm_time, 1)
+        _check_int("--sk-slurm-max-timeouts", self.slurm_max_timeouts, 0)
+        _check_int("--sk-slurm-signal-delay", self.slurm_signal_delay, 1)
+        for name in ("slurm_partition", "slurm_account", "slurm_qos"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not SLURM_NAME.match(value)):
+                raise ValueError(
+                    f"{SLURM_ONLY[name]}: got {value!r}; allowed: a Slurm name (letters, digits, "
+                    f"'_', '.', '-', ':', '+'; a partition may be a comma-separated list)"
+                )
+        delay, time = self.slurm_signal_delay, self.slurm_time or DEFAULT_TIME_MIN
+        if delay is not None and delay >= 60 * time:
+            raise ValueError(
+                f"--sk-slurm-signal-delay: got {delay}; allowed: fewer seconds than the time "
+                f"limit ({time} min = {60 * time} s)"
+            )
 
 
 def _check_int(flag: str, value: Any, least: int) -> None:
@@ -130,71 +159,74 @@ def check_available(executor: str) -> None:
         )
 
 
-def make_executor(options: StudyOptions, stage: str) -> Any:
+def make_executor(options: Options, stage: str) -> Any:
     """The submitit executor of ``options`` for ``stage``: Slurm (``AutoExecutor``) or local
     subprocesses (``LocalExecutor``), with logs in ``<sk-out>/<stage>/jobs/``."""
-    executor = options.executor
+    cluster = options.cluster
+    executor = cluster.executor
     if executor not in EXECUTORS:
         raise ValueError(f"--sk-executor: got {executor!r}; allowed: one of {EXECUTORS}")
     check_available(executor)
     submitit = _submitit(executor)
     folder = job_folder(options, stage)
     timeouts = (
-        DEFAULT_MAX_TIMEOUTS if options.slurm_max_timeouts is None else options.slurm_max_timeouts
+        DEFAULT_MAX_TIMEOUTS if cluster.slurm_max_timeouts is None else cluster.slurm_max_timeouts
     )
-    time = options.slurm_time or DEFAULT_TIME_MIN
+    time = cluster.slurm_time or DEFAULT_TIME_MIN
     if executor == "slurm":
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=timeouts)
-        gpus = DEFAULT_SLURM_GPUS if options.slurm_gpus is None else options.slurm_gpus
+        gpus = DEFAULT_SLURM_GPUS if cluster.slurm_gpus is None else cluster.slurm_gpus
         ex.update_parameters(
             timeout_min=time,
             gpus_per_node=gpus,
             tasks_per_node=1,
             nodes=1,
-            cpus_per_task=options.slurm_cpus,  # None: the partition's default
-            slurm_partition=options.slurm_partition,
-            slurm_account=options.slurm_account,
-            slurm_qos=options.slurm_qos,
-            slurm_signal_delay_s=options.slurm_signal_delay,  # None: submitit's 90 s
+            cpus_per_task=cluster.slurm_cpus,  # None: the partition's default
+            slurm_partition=cluster.slurm_partition,
+            slurm_account=cluster.slurm_account,
+            slurm_qos=cluster.slurm_qos,
+            slurm_signal_delay_s=cluster.slurm_signal_delay,  # None: submitit's 90 s
             # Slurm may requeue it too (preemption in REQUEUE mode, a node failure): the job
             # then continues its own run as after submitit's requeue
             slurm_additional_parameters={"requeue": True},
         )
         return ex
     ex = submitit.LocalExecutor(folder=folder, max_num_timeout=timeouts)
-    gpus = options.slurm_gpus
+    gpus = cluster.slurm_gpus
     if gpus is None:  # the local executor hides every GPU it is not given
         device = options.device or ""
         gpus = 1 if device.startswith("cuda") else 0
     parameters: dict[str, Any] = {"timeout_min": time, "gpus_per_node": gpus}
-    if options.slurm_signal_delay is not None:
-        parameters["signal_delay_s"] = options.slurm_signal_delay
+    if cluster.slurm_signal_delay is not None:
+        parameters["signal_delay_s"] = cluster.slurm_signal_delay
     ex.update_parameters(**parameters)
     return ex
 
 
-def job_folder(options: StudyOptions, stage: str) -> Path:
+def job_folder(options: Options, stage: str) -> Path:
     """``<sk-out>/<stage>/jobs``, absolute (a job may start in another folder)."""
     return (options.stage_dir(stage) / JOBS).absolute()
 
 
 class ArmJob:
-    """What a job runs: one arm of a stage, trained by :func:`~stabilitykit.stage.run_in_stage`
-    in the job (picklable; submitit's checkpointing protocol, so a preempted or timed-out job is
-    requeued with it)."""
+    """What a job runs: one arm of a stage, trained in the job by ``train`` (the session's
+    :func:`~stabilitykit.stage.run_in_stage`, pickled by reference). Picklable, and submitit's
+    checkpointing protocol, so a preempted or timed-out job is requeued with it."""
 
     def __init__(
         self,
         arm: Arm,
         stage: str,
-        options: StudyOptions,
+        options: Options,
         *,
         criteria: Iterable[Criterion],
         replicate: int = 0,
+        train: Train,
         expect: str | None = None,
         progress: Any = False,
     ) -> None:
         self.arm = arm
+        self.train = train
         self.stage = stage
         self.options = options
         # folders as the session means them (a job may start in another folder)
@@ -204,13 +236,22 @@ class ArmJob:
         self.replicate = replicate
         self.expect = expect
         self.progress = progress if callable(progress) else False  # no terminal in a job
+        # a local job ends with the process that submitted it (a Slurm job outlives a login)
+        self.submitter = os.getpid() if options.cluster.executor == "local" else None
+        self.watch_interval = WATCH_INTERVAL_S
         workload = type(arm.workload_impl)  # registered here; the job registers it again
         self.workload = (workload.__module__, workload.__qualname__)
 
     def __call__(self) -> ArmResult:
+        submitter = getattr(self, "submitter", None)  # None in a job pickled by an older version
+        if submitter is None:
+            return self._run()
+        with watching_submitter(submitter, getattr(self, "watch_interval", WATCH_INTERVAL_S)):
+            return self._run()
+
+    def _run(self) -> ArmResult:
         from stabilitykit.judge.verdict import VerdictKind
-        from stabilitykit.run import check_resume
-        from stabilitykit.stage import result_from_record, run_in_stage
+        from stabilitykit.run import check_resume, result_from_record
 
         self.register_workload()
         options = self.job_options()  # built here: the device is checked on the job's node
@@ -231,7 +272,7 @@ class ArmJob:
                 )
             else:
                 resume_from = own.path
-        return run_in_stage(
+        return self.train(
             self.arm,
             self.stage,
             options,
@@ -261,16 +302,15 @@ class ArmJob:
             ) from None
         register_workload(cls)
 
-    def job_options(self) -> StudyOptions:
+    def job_options(self) -> Options:
         """The session's options as the job trains with them: in this process (no executor),
         on the job's own GPUs (no xdist worker), the session's folders."""
         return dataclasses.replace(
             self.options,
-            executor=None,
+            cluster=ClusterOptions(),
             worker=None,
             out=self.out,
             cache_dir=self.cache_dir,
-            **dict.fromkeys((*JOB_OPTIONS, *SLURM_ONLY)),
         )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -279,6 +319,51 @@ class ArmJob:
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def watching_submitter(pid: int, interval: float = WATCH_INTERVAL_S) -> Iterator[None]:
+    """For the block, watch process ``pid`` from a daemon thread every ``interval`` seconds;
+    when it is gone (this process's parent no longer, or no such process), send SIGINT to the
+    main thread, as Ctrl-C does: a run in training ends ``interrupted``, resumable. Enter it in
+    the main thread: a SIGINT that the process ignores (a job started from a background shell
+    inherits that) raises ``KeyboardInterrupt`` for the block."""
+    stop = threading.Event()
+    child = os.getppid() == pid  # then a new parent (init, a subreaper) says it is gone
+
+    def gone() -> bool:
+        if child:
+            return os.getppid() != pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # there, owned by another user
+            return False
+        return False
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            if gone():
+                print(
+                    f"stabilitykit: the process that submitted this job (pid {pid}) is gone; "
+                    "stopping the run as interrupted (--sk-resume continues it)",
+                    file=sys.stderr,
+                )
+                # SIGINT to the main thread: it also wakes a blocking call (a sleep, a wait)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=watch, name="stabilitykit-watch-submitter", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if previous is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
 
 
 def current_job_id() -> str | None:
@@ -329,7 +414,7 @@ def run_as_job(task: ArmJob) -> ArmResult:
     return job_result(submit_arm(task), task.options, task.stage)
 
 
-def job_result(job: Any, options: StudyOptions, stage: str) -> ArmResult:
+def job_result(job: Any, options: Options, stage: str) -> ArmResult:
     """Wait for ``job`` and return its :class:`ArmResult`, its run folder under ``options.out``
     as given (relative stays relative); a failed job is a :class:`ClusterError` naming its logs."""
     from stabilitykit.run import ArmResult
@@ -341,8 +426,8 @@ def job_result(job: Any, options: StudyOptions, stage: str) -> ArmResult:
         raise
     except Exception as exc:
         raise ClusterError(
-            f"{options.executor} job {job.job_id} ({stage}) failed: {type(exc).__name__}: {exc}\n"
-            f"logs: {job.paths.stdout} and {job.paths.stderr}"
+            f"{options.cluster.executor} job {job.job_id} ({stage}) failed: "
+            f"{type(exc).__name__}: {exc}\nlogs: {job.paths.stdout} and {job.paths.stderr}"
         ) from exc
     if not isinstance(result, ArmResult):
         raise ClusterError(

@@ -202,7 +202,9 @@ def _runtime_class(cls: type) -> list[tuple[str, ast.AST, str]]:
         pass
     out: list[tuple[str, ast.AST, str]] = []
     for attr, value in sorted(vars(cls).items()):
-        if attr.startswith("__") or (not _is_plain(value) and not inspect.isfunction(value)):
+        if attr.startswith("__") or attr in ADVICE:
+            continue
+        if not _is_plain(value) and not inspect.isfunction(value):
             continue
         key = f"{cls.__qualname__}.{attr}"
         if not inspect.isfunction(value):
@@ -224,16 +226,37 @@ def _loaded_names(tree: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
+#: Class attributes that are advice for people, not code that computes: a workload's
+#: ``mitigations`` (what the report recommends) change no number.
+ADVICE = frozenset({"mitigations"})
+
+
 def _without_docstrings(tree: ast.AST) -> ast.AST:
     """``tree`` (changed in place) without bare string statements: docstrings, and the strings
-    some code puts under an attribute (they compute nothing). A body left empty gets ``pass``."""
+    some code puts under an attribute (they compute nothing), nor a class body's assignment of
+    an :data:`ADVICE` attribute. A body left empty gets ``pass``."""
     for node in ast.walk(tree):
+        in_class = isinstance(node, ast.ClassDef)
         for field, value in ast.iter_fields(node):
             if not (isinstance(value, list) and value and isinstance(value[0], ast.stmt)):
                 continue
-            kept = [s for s in value if not _is_bare_string(s)]
+            kept = [
+                s
+                for s in value
+                if not _is_bare_string(s) and not (in_class and field == "body" and _is_advice(s))
+            ]
             setattr(node, field, kept or [ast.Pass()])
     return tree
+
+
+def _is_advice(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign):
+        targets = [statement.target]
+    else:
+        return False
+    return all(isinstance(t, ast.Name) and t.id in ADVICE for t in targets)
 
 
 def _is_bare_string(statement: ast.stmt) -> bool:

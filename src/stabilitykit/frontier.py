@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from stabilitykit.gate.metrics import workload_of
 from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.record.declared import workload_of
 
 STABLE = VerdictKind.STABLE.value
 INTERRUPTED = VerdictKind.INTERRUPTED.value
@@ -57,15 +57,16 @@ def z_of(confidence: float) -> float:
 
 def wilson(failures: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The Wilson interval of ``failures / n`` at ``confidence`` ((0, 1) when ``n`` is 0)."""
-    from stabilitykit.report.collate import wilson_interval
+    from stabilitykit.judge.rates import wilson_interval
 
     return wilson_interval(failures, n, z_of(confidence))
 
 
 @dataclass(frozen=True)
 class Point:
-    """One value of a family's sweep over its seeds. ``metric`` and ``loss``: median and
-    (min, max) over the runs that have the number (``final_val_loss`` for the loss)."""
+    """One value of a family's sweep over its seeds (runs with a verdict). ``metric``: median
+    and (min, max) of the primary metric, capped at the floor (:func:`capped_metric`); ``loss``:
+    median and (min, max) of the best val loss."""
 
     value: float
     runs: tuple[str, ...]
@@ -179,12 +180,19 @@ def _median_band(values: Sequence[float | None]) -> tuple[float | None, tuple[fl
 
 
 def capped_metric(
-    row: Mapping[str, Any], metric: str, direction: str, floor: str | None
+    row: Mapping[str, Any],
+    metric: str,
+    direction: str,
+    floor: str | None,
+    default_floor: float | None = None,
 ) -> float | None:
     """The row's ``metric`` for the LR sensitivity: the floor's value for a diverged or
     collapsed run, a missing number or one worse than the floor; ``None`` without a floor and a
-    number."""
-    value, cap = _number(row.get(metric)), _number(row.get(floor)) if floor else None
+    number. The floor is the row's own ``floor`` value, else ``default_floor`` (a run that
+    died before its evaluation has none)."""
+    value = _number(row.get(metric))
+    cap = _number(row.get(floor)) if floor else None
+    cap = default_floor if cap is None else cap
     if cap is None:
         return value
     if value is None or row.get("verdict") in CAPPED:
@@ -292,9 +300,10 @@ def build_frontier(
     metric = primary.name if primary else None
     direction = primary.direction if primary else None
     floor_key = primary.floor if primary else None
+    floor = _median_band([_number(r.get(floor_key)) for r in rows] if floor_key else [])[0]
     by_value: dict[float, list[Mapping[str, Any]]] = {}
     for r in rows:
-        by_value.setdefault(float(r["arm"][field_name]), []).append(r)
+        by_value.setdefault(r["arm"][field_name], []).append(r)
     points, metric_scores, loss_scores = [], [], []
     for value in sorted(by_value):
         members = sorted(by_value[value], key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
@@ -303,8 +312,9 @@ def build_frontier(
         verdicts: dict[str, int] = {}
         for r in members:
             verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-        m, m_band = _median_band([_number(r.get(metric)) for r in members] if metric else [])
-        loss, l_band = _median_band([_number(r.get("final_val_loss")) for r in members])
+        capped = [capped_metric(r, metric, direction or "lower", floor_key, floor) for r in decided]
+        m, m_band = _median_band(capped if metric else [])
+        loss, l_band = _median_band([_number(r.get("best_val_loss")) for r in decided])
         points.append(
             Point(
                 value=value,
@@ -321,9 +331,7 @@ def build_frontier(
                 reused=sum(r["run"] in reused for r in members),
             )
         )
-        if metric:
-            capped = [capped_metric(r, metric, direction or "lower", floor_key) for r in decided]
-            metric_scores.append(_median_band(capped)[0])
+        metric_scores.append(m)
         loss_scores.append(_median_band([capped_loss(r) for r in decided])[0])
     values = [p.value for p in points]
     boundary = locate_boundary(points, field_name)
@@ -337,8 +345,6 @@ def build_frontier(
     if scored:
         pick = min if direction == "lower" else max
         best_value, best_metric = pick(scored, key=lambda vm: vm[1])
-    floors = [_number(r.get(floor_key)) for r in rows] if floor_key else []
-    floor = _median_band(floors)[0] if floors else None
     return Frontier(
         family=family,
         field=field_name,
@@ -371,11 +377,15 @@ def frontiers(
 # --- the second pass -----------------------------------------------------------------------------
 
 
-def refine_values(frontier: Frontier, factor: float = FACTOR) -> list[float]:
-    """The values a second pass adds to ``frontier``'s sweep: inside the bracket, log-spaced so
-    that neighbours are within ``factor``; when the range did not bracket the edge, three more
-    values beyond it at the sweep's widest ratio (above when every value was stable, below when
-    none was). Empty when the bracket is already within ``factor``. Integer fields get integers."""
+def refine_values(
+    frontier: Frontier, factor: float = FACTOR, per_pass: int | None = None
+) -> list[float]:
+    """The values the next pass adds to ``frontier``'s sweep: inside the bracket, log-spaced so
+    that neighbours are within ``factor`` (``per_pass``: at most that many, evenly spaced in
+    log, so that passes of one value bisect the bracket: fewer runs, more passes); when the
+    range did not bracket the edge, three more values beyond it at the sweep's widest ratio
+    (above when every value was stable, below when none was). Empty when the bracket is within
+    ``factor``. Integer fields get integers."""
     from stabilitykit.sweep import round_sig
 
     values = [p.value for p in frontier.points]
@@ -391,6 +401,8 @@ def refine_values(frontier: Frontier, factor: float = FACTOR) -> list[float]:
         if frontier.boundary.resolved(factor):
             return []
         steps = math.ceil(math.log(b / a) / math.log(factor) - 1e-9)
+        if per_pass is not None:
+            steps = min(steps, per_pass + 1)
         new = [a * (b / a) ** (k / steps) for k in range(1, steps)]
     elif len(values) >= 1:
         ratio = max((y / x for x, y in itertools.pairwise(values)), default=10.0)
@@ -412,15 +424,19 @@ def refine(
     *,
     scale: str = "ci",
     factor: float = FACTOR,
+    per_pass: int | None = None,
     confidence: float = CONFIDENCE,
 ) -> list[Any]:
     """``points`` (a sweep's arms, as written) and, for each family whose runs at ``scale``
-    are under ``stage_dir`` (a first pass), the points :func:`refine_values` adds, with the
-    family's seeds. A point's runs are those of the same arm at that scale (any device); with
-    no runs yet, ``points`` as given. The first pass's points are reused when run again."""
+    (an ``--sk-scale`` value) are under ``stage_dir``, the values those runs hold and the ones
+    :func:`refine_values` adds (``factor``, ``per_pass``), with the family's seeds. A point's
+    runs are those of the same arm at that scale (any device); with no runs yet, ``points`` as
+    given. Run again, each pass trains only its new points (the others are reused), so
+    repeating one command converges on the edge; once the bracket is within ``factor`` it adds
+    nothing."""
     from stabilitykit.arm import apply_scale, hash_of
+    from stabilitykit.record.run_record import find_runs, read_record
     from stabilitykit.report.collate import metrics_row
-    from stabilitykit.stage import stage_records
     from stabilitykit.sweep import sweep
 
     families: dict[tuple[str, str], list[Any]] = {}
@@ -428,7 +444,14 @@ def refine(
         if arm.sweep is not None:
             families.setdefault(arm.sweep, []).append(arm)
     recorded = "custom" if scale == "none" else scale  # --sk-scale none: each arm as written
-    records = [r for r in stage_records(Path(stage_dir))[0] if r.complete]
+    records = []
+    for path in find_runs(Path(stage_dir)) if Path(stage_dir).is_dir() else []:
+        try:
+            record = read_record(path)
+        except (ValueError, OSError):  # half-written or malformed: the report names it
+            continue
+        if record.complete:
+            records.append(record)
     out = list(points)
     for (family, name), arms in families.items():
         base = min(arms, key=lambda a: a.seed)
@@ -449,7 +472,8 @@ def refine(
             continue
         frontier = build_frontier(rows, family, name, confidence=confidence)
         written = {getattr(a, name) for a in arms}
-        new = [v for v in refine_values(frontier, factor) if v not in written]
+        ran = {p.value for p in frontier.points}
+        new = sorted((ran | set(refine_values(frontier, factor, per_pass))) - written)
         if new:
             out += sweep(base, name, new, seeds=seeds, family=family)
     return out
@@ -465,14 +489,16 @@ def interval_text(boundary: Boundary) -> str:
 
 
 def overlap(a: Boundary, b: Boundary) -> bool:
-    """Whether the intervals of two bracketed boundaries overlap (an open end reaches out)."""
+    """Whether the intervals of two bracketed boundaries overlap. The edge lies strictly inside
+    its interval (stable at the lower end, failing at the upper), so intervals that only touch
+    do not overlap; an open end (``None``) reaches out."""
     a_low, a_high = (
         x if x is not None else s for x, s in zip(a.interval, (-math.inf, math.inf), strict=True)
     )
     b_low, b_high = (
         x if x is not None else s for x, s in zip(b.interval, (-math.inf, math.inf), strict=True)
     )
-    return a_low <= b_high and b_low <= a_high
+    return a_low < b_high and b_low < a_high
 
 
 def reference_family(items: Sequence[Frontier]) -> Frontier | None:

@@ -14,13 +14,18 @@ import re
 from typing import Any
 
 STAGE_PREFIX = "stage_"
+#: The longest stage name: a folder name, far below a file system's 255 bytes.
+MAX_STAGE_LENGTH = 64
 #: ``stage_`` then ASCII letters, digits and ``_`` (``stage_b``, ``stage_darcy``, ``stage_2x``).
 STAGE_PATTERN = re.compile(r"stage_[A-Za-z0-9_]+")
 #: The scales a record or baseline can carry (``custom``: an arm run as written).
 PATH_SCALES: tuple[str, ...] = ("smoke", "ci", "full", "custom")
 
 _ALLOWED = {
-    "stage": "'stage_' then letters, digits or '_' (e.g. 'stage_b')",
+    "stage": (
+        f"'stage_' then letters, digits or '_', at most {MAX_STAGE_LENGTH} characters "
+        "(e.g. 'stage_b')"
+    ),
     "scale": f"one of {PATH_SCALES}",
 }
 
@@ -32,7 +37,7 @@ def is_path_name(kind: str, value: Any) -> bool:
     if not isinstance(value, str):
         return False
     if kind == "stage":
-        return STAGE_PATTERN.fullmatch(value) is not None
+        return len(value) <= MAX_STAGE_LENGTH and STAGE_PATTERN.fullmatch(value) is not None
     return value in PATH_SCALES
 
 
@@ -53,5 +58,7 @@ def check_path_name(kind: str, value: Any, where: str | None = None) -> str:
     """Return ``value`` when it is an allowed ``kind`` name; else raise ``ValueError`` naming
     ``where`` (default ``kind``), the value and what is allowed."""
     if not is_path_name(kind, value):
-        raise ValueError(f"{where or kind}: got {value!r}; allowed: {_ALLOWED[kind]}")
+        long = isinstance(value, str) and len(value) > MAX_STAGE_LENGTH
+        size = f" ({len(value)} characters)" if long else ""
+        raise ValueError(f"{where or kind}: got {value!r}{size}; allowed: {_ALLOWED[kind]}")
     return value

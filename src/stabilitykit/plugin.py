@@ -49,7 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--sk-rerun",
         action="store_true",
-        help="ignore cached arm results (references from other stages are run again)",
+        help="ignore cached arm results (references from other stages, and sweep points "
+        "already run in --sk-out, are trained again)",
     )
     group.addoption(
         "--sk-fast",
@@ -133,6 +134,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sk-accept",
         action="store_true",
         help="write the selected arms' results into the baseline files (needs --sk-baseline)",
+    )
+    group.addoption(
+        "--sk-strict",
+        action="store_true",
+        help="a gate comparison that cannot tell a regression from noise ('not decided': "
+        "another machine's numerics and a wide spread over seeds) fails the arm",
+    )
+    group.addoption(
+        "--sk-tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also write each arm to TensorBoard under DIR/<stage>/<run> as it trains (needs "
+        "pip install 'stabilitykit[tensorboard]'; docs/trackers.md)",
+    )
+    group.addoption(
+        "--sk-mlflow",
+        default=None,
+        metavar="URI",
+        help="also record each arm as an MLflow run, nested under a run per stage and "
+        "session: a tracking URI, or a folder (sqlite:///DIR/mlflow.db) (needs pip install "
+        "'stabilitykit[mlflow]'; docs/trackers.md)",
     )
     group.addoption(
         "--sk-numerics",
@@ -242,6 +264,17 @@ def _check_options(config: pytest.Config) -> None:
     checked = (config.getoption("sk_device"), config.getoption("sk_fast"), *cluster)
     if any(v is not None for v in checked):
         _options(config)  # imports torch: is the device here? are the other options valid?
+    tensorboard, mlflow = config.getoption("sk_tensorboard"), config.getoption("sk_mlflow")
+    if tensorboard:
+        _check_folder("--sk-tensorboard", tensorboard)
+    if tensorboard or mlflow:
+        from stabilitykit.track import MissingExtraError, check_available
+
+        try:
+            check_available(bool(tensorboard), bool(mlflow))
+        except MissingExtraError as exc:
+            option = "--sk-tensorboard" if "tensorboard]" in str(exc) else "--sk-mlflow"
+            raise pytest.UsageError(f"{option}: {exc}") from None
     executor = config.getoption("sk_executor")
     if executor is not None:
         from stabilitykit.cluster import ClusterError, check_available
@@ -252,7 +285,7 @@ def _check_options(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
 
 
-#: ``--sk-executor`` and the job options: (StudyOptions field, pytest option dest).
+#: ``--sk-executor`` and the job options: (ClusterOptions field, pytest option dest).
 _CLUSTER_OPTIONS = (
     ("executor", "sk_executor"),
     ("slurm_partition", "sk_slurm_partition"),
@@ -331,6 +364,7 @@ def _check_baseline(value: str, scale: str, accept: bool) -> None:
 
 def _options(config: pytest.Config) -> StudyOptions:
     if _options_key not in config.stash:
+        from stabilitykit.cluster import ClusterOptions
         from stabilitykit.stage import StudyOptions
 
         workerinput = getattr(config, "workerinput", {})
@@ -346,9 +380,13 @@ def _options(config: pytest.Config) -> StudyOptions:
                 resume=config.getoption("sk_resume"),
                 fast=config.getoption("sk_fast"),
                 numerics=config.getoption("sk_numerics"),
+                tensorboard=config.getoption("sk_tensorboard"),
+                mlflow=config.getoption("sk_mlflow"),
                 worker=_worker_number(workerinput),
                 keep_checkpoints=config.getoption("sk_keep_checkpoints"),
-                **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS},
+                cluster=ClusterOptions(
+                    **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS}
+                ),
                 **({"session": workerinput["sk_session"]} if "sk_session" in workerinput else {}),
             )
         except ValueError as exc:
@@ -400,14 +438,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if i not in deselected]
 
 
+def _stage_markers(node: pytest.Item) -> list[str]:
+    """The item's distinct ``stage_*`` markers, the closest first."""
+    return list(dict.fromkeys(m.name for m in node.iter_markers() if m.name.startswith("stage_")))
+
+
 def _stage_of(node: pytest.Item) -> str:
     """The item's stage marker; a missing or invalid one fails that item (not the session)."""
     from stabilitykit.stage import check_stage_name
 
-    stages = [m.name for m in node.iter_markers() if m.name.startswith("stage_")]
+    stages = _stage_markers(node)
     if not stages:
         pytest.fail(
             f"{node.nodeid}: a stability benchmark needs a stage marker, e.g. @pytest.mark.stage_b",
+            pytrace=False,
+        )
+    if len(stages) > 1:
+        markers = " and ".join(f"@pytest.mark.{s}" for s in stages)
+        pytest.fail(
+            f"{node.nodeid}: one stage marker per benchmark, got {markers}; keep one (a run "
+            "belongs to one stage's report and gate)",
             pytrace=False,
         )
     try:
@@ -467,13 +517,23 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
     ``expect="collapsed"`` (any verdict kind) marks an arm meant to fail, e.g. a control that
     must diverge: the test passes when the verdict matches and fails when it does not (the arm
     unexpectedly survived); the baseline then holds that verdict, so the gate stays green.
+    ``xfail_unstable=True``: a failed verdict is a finding, not a test failure (a sweep point
+    past the edge, docs/frontiers.md): the test shows as xfailed with its reason; a gate
+    regression still fails it.
     """
     from stabilitykit.judge.criteria import DEFAULT_CRITERIA
     from stabilitykit.stage import check_expect, run_in_stage
 
     stage = _stage_of(request.node)
 
-    def run(arm: Any, *, criteria: Any = DEFAULT_CRITERIA, rules: Any = None, expect: Any = None):
+    def run(
+        arm: Any,
+        *,
+        criteria: Any = DEFAULT_CRITERIA,
+        rules: Any = None,
+        expect: Any = None,
+        xfail_unstable: bool = False,
+    ):
         expected = check_expect(expect)
         result = _maybe_benchmark(
             request,
@@ -496,6 +556,8 @@ def run_arm(request: pytest.FixtureRequest, sk_options: StudyOptions, sk_replica
             # the baseline holds this verdict (for this seed, or at every seed), or, against
             # another machine's seeds, it cannot tell: a known result, not a regression
             pytest.xfail(f"{result.arm.id}: {result.verdict.kind.value}, {known}: {problems[0]}")
+        if problems and not gate_problems and xfail_unstable:  # e.g. a sweep point past the edge
+            pytest.xfail(f"{result.arm.id}: {problems[0]}")
         problems += gate_problems
         if problems:
             pytest.fail(
@@ -573,7 +635,8 @@ def _gate(config: pytest.Config, stage: str, result: Any, rules: Any) -> tuple[l
     except ValueError as exc:
         return [f"baseline unusable: {exc}"], ""
     gated = gate_arm(result, baseline, rules)
-    if not gated.ok(require_baseline=config.getoption("sk_require_baseline")):
+    require, strict = config.getoption("sk_require_baseline"), config.getoption("sk_strict")
+    if not gated.ok(require_baseline=require, strict=strict):
         return [f"stability gate against {path}:\n{gated.render()}"], ""
     if gated.status in (GateStatus.MISSING, GateStatus.NOT_COMPARABLE, GateStatus.NOT_DECIDED):
         summary = gated.summary() + (f" ({gated.comparison})" if gated.comparison else "")
@@ -602,11 +665,12 @@ class StageReporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return
-        stages = {
-            m.name
+        stages = {  # an item with two stage markers failed on it and reports under neither
+            marker
             for item in session.items
-            for m in item.iter_markers()
-            if m.name.startswith("stage_") and item.get_closest_marker("stability")
+            if item.get_closest_marker("stability")
+            for marker in _stage_markers(item)
+            if len(_stage_markers(item)) == 1
         }
         stages |= {e["stage"] for e in self.entries}
         if not stages:
@@ -629,6 +693,13 @@ class StageReporter:
                     f"{stage}: writing the report failed: {type(exc).__name__}: {exc}\n"
                     + traceback.format_exc()
                 )
+        if options.tensorboard or options.mlflow:
+            from stabilitykit.stage import track_stage_reports
+
+            try:
+                track_stage_reports(options, self.reports)
+            except Exception as exc:  # the reports are written; a tracker must not cost them
+                self.problems.append(f"trackers: the stage reports: {type(exc).__name__}: {exc}")
         root = self.config.getoption("sk_baseline")
         for stage in sorted({e["stage"] for e in self.entries}) if root else ():
             from stabilitykit.stage import gate_session
@@ -640,6 +711,7 @@ class StageReporter:
                     [e for e in self.entries if e["stage"] == stage],
                     accept=self.config.getoption("sk_accept"),
                     require=self.config.getoption("sk_require_baseline"),
+                    strict=self.config.getoption("sk_strict"),
                 )
             except (ValueError, OSError) as exc:  # e.g. a baseline file that cannot be written
                 lines, stage_failed = [f"{stage}: baseline gate failed: {exc}"], True

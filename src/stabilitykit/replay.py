@@ -122,16 +122,24 @@ def _checkpoint_before(
     run_dir: Path, step: int, from_start: bool
 ) -> tuple[dict[str, Any] | None, str]:
     found = list_checkpoints(run_dir / CHECKPOINTS)
+    first_step = None
     for _, path in reversed(found):
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:
             raise ValueError(f"replay {run_dir}: {exc}") from None
-        if int(state["step"]) < step:
+        first_step = int(state["step"])
+        if first_step < step:
             return state, path.name
     if from_start:
         return None, "start"
     kept = [e for e, _ in found]
+    if kept:  # the run kept its checkpoints; the step comes before the first of them
+        raise ValueError(
+            f"replay {run_dir}: step {step} comes before the first checkpoint (epoch {kept[0]}, "
+            f"which ends at step {first_step}); --from-start replays it from the seeded initial "
+            "model"
+        )
     raise ValueError(
         f"replay {run_dir}: no checkpoint before step {step} in {run_dir / CHECKPOINTS} "
         f"(epochs kept: {kept or 'none'}; a run keeps every epoch's with "

@@ -38,6 +38,8 @@ from stabilitykit.record.run_record import (
     read_record,
 )
 from stabilitykit.record.schema import RecordError
+from stabilitykit.track import TrackedRun, Tracker, Trackers
+from stabilitykit.track import trackers as make_trackers
 from stabilitykit.train.checkpoint import (
     CheckpointError,
     CheckpointWriter,
@@ -55,8 +57,6 @@ from stabilitykit.train.loop import (
     is_out_of_memory,
     train,
 )
-from stabilitykit.track import TrackedRun, Tracker, Trackers
-from stabilitykit.track import trackers as make_trackers
 from stabilitykit.train.telemetry import summarise_history, summarise_steps
 from stabilitykit.workload import Evaluation, Tensors, Workload, WorkloadError
 
@@ -83,6 +83,12 @@ class ArmResult:
     @property
     def record(self) -> RunRecord:
         return read_record(self.run_dir)
+
+
+def result_from_record(record: RunRecord) -> ArmResult:
+    """An :class:`ArmResult` from a complete record, with the verdict it was given."""
+    arm = Arm.from_dict(record.config["arm"])
+    return ArmResult(arm, record.verdict, record.metrics, record.stats, record.history, record.path)
 
 
 #: The engine's code on the path from arm to numbers (each workload's code has a fingerprint of

@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from stabilitykit.arm import AS_WRITTEN, DEVICE_PATTERN, SCALES, Arm, apply_scale
+from stabilitykit.cluster import ArmJob, ClusterOptions, run_as_job
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA, Criterion
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
 from stabilitykit.names import check_path_name
 from stabilitykit.numerics import check_mode, expected_mode
 from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
-from stabilitykit.run import ArmResult, check_device, check_resume, code_fingerprint, run_arm
+from stabilitykit.run import (
+    ArmResult,
+    check_device,
+    check_resume,
+    code_fingerprint,
+    result_from_record,
+    run_arm,
+)
 from stabilitykit.train.fast import FastPath
 
 
@@ -38,17 +46,11 @@ class StudyOptions:
     keep_checkpoints: bool = False
     fast: str | None = None  # speed options, e.g. "fused,tf32" (stabilitykit.train.fast)
     numerics: str | None = None  # auto, portable or native (stabilitykit.numerics); None: auto
+    tensorboard: str | None = None  # a TensorBoard log folder (stabilitykit.track)
+    mlflow: str | None = None  # an MLflow tracking URI or folder (stabilitykit.track)
     worker: int | None = None  # the xdist worker's number (gw3: 3), None outside xdist
-    # each arm as a cluster job (stabilitykit.cluster): None trains in this process
-    executor: str | None = None  # "local" or "slurm"
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-    slurm_qos: str | None = None
-    slurm_gpus: int | None = None  # per job; None: 1 on Slurm
-    slurm_cpus: int | None = None  # per job; None: the partition's default
-    slurm_time: int | None = None  # minutes; None: 60
-    slurm_max_timeouts: int | None = None  # requeues after a time-out; None: 3
-    slurm_signal_delay: int | None = None  # seconds before the end; None: submitit's
+    # each arm as a cluster job (stabilitykit.cluster); the default trains in this process
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
     def __post_init__(self) -> None:
         if self.scale not in (*SCALES, AS_WRITTEN):
@@ -62,15 +64,16 @@ class StudyOptions:
                 raise ValueError(
                     f"--sk-device: got {self.device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'"
                 )
-            if self.executor != "slurm":  # a Slurm job checks it on its node
+            if self.cluster.executor != "slurm":  # a Slurm job checks it on its node
                 check_device(self.device, field="--sk-device")
         if self.threads is not None and (
             not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
         ):
             raise ValueError(f"--sk-threads: got {self.threads!r}; allowed: an int >= 1")
-        from stabilitykit.cluster import check_options
-
-        check_options(self)
+        if not isinstance(self.cluster, ClusterOptions):
+            raise TypeError(
+                f"StudyOptions.cluster: got {type(self.cluster).__name__}; expected ClusterOptions"
+            )
         FastPath.parse(self.fast)
         if self.numerics is not None:
             check_mode(self.numerics, "--sk-numerics")
@@ -123,7 +126,7 @@ def run_in_stage(
     """Run ``arm`` (prepared by ``options``) and write its record under ``out/<stage>/runs``;
     ``expect``: the verdict kind the arm is meant to end with, recorded in its tags.
 
-    With ``options.executor`` the arm is submitted as a cluster job and this waits for it
+    With ``options.cluster.executor`` the arm is submitted as a cluster job and this waits for it
     (:mod:`stabilitykit.cluster`). ``tags``: more tags for the record (a job's id);
     ``resume_from``: the run folder to continue (a requeued job's own run).
 
@@ -134,13 +137,12 @@ def run_in_stage(
         reused = reused_point(arm, stage, options, replicate)
         if reused is not None:
             return reused
-    if options.executor is not None:
-        from stabilitykit.cluster import ArmJob, run_as_job
-
+    if options.cluster.executor is not None:
         job = ArmJob(
             arm,
             stage,
             options,
+            train=run_in_stage,
             criteria=criteria,
             replicate=replicate,
             expect=expect,
@@ -170,19 +172,38 @@ def run_in_stage(
         keep_checkpoints=options.keep_checkpoints,
         fast=FastPath.parse(options.fast),
         numerics=options.numerics,
+        tensorboard=options.tensorboard,
+        mlflow=options.mlflow,
     )
+
+
+def track_stage_reports(options: StudyOptions, reports: Iterable[Any]) -> None:
+    """Each stage report's plots and files into the session's trackers: TensorBoard images
+    (run ``<stage>/summary-<session>``), artifacts of the stage's MLflow parent run, which
+    then ends."""
+    for report in reports:
+        if options.tensorboard:
+            from stabilitykit.track.tensorboard import log_stage_images
+
+            log_stage_images(options.tensorboard, report.stage, options.session, report.files)
+        if options.mlflow:
+            from stabilitykit.track.mlflow import finish_session
+
+            finish_session(options.mlflow, report.stage, options.session, report.files)
 
 
 def reused_point(
     arm: Arm, stage: str, options: StudyOptions, replicate: int = 0
 ) -> ArmResult | None:
     """The result of sweep point ``arm`` (prepared by ``options``) from its newest complete
-    record under the stage (:func:`find_cached`: same arm hash, code and numerics mode), or
-    ``None``: ``arm`` is no sweep point, ``options.rerun`` is set, or no such record exists."""
+    record under the stage (:func:`find_cached`: same arm hash, code and numerics mode, and the
+    same name and sweep family: a run of another family that happens to be the same arm at
+    this scale stays that family's), or ``None``: ``arm`` is no sweep point, ``options.rerun``
+    is set, or no such record exists."""
     if arm.sweep is None or options.rerun:
         return None
     prepared = options.prepare(arm, replicate)
-    cached = find_cached(options.stage_dir(stage), prepared, options.numerics)
+    cached = find_cached(options.stage_dir(stage), prepared, options.numerics, labelled=True)
     return result_from_record(cached) if cached is not None else None
 
 
@@ -218,10 +239,13 @@ def check_expect(expect: Any) -> str | None:
     return value
 
 
-def find_cached(stage_dir: Path, arm: Arm, numerics: str | None = None) -> RunRecord | None:
+def find_cached(
+    stage_dir: Path, arm: Arm, numerics: str | None = None, *, labelled: bool = False
+) -> RunRecord | None:
     """The newest finished record (by :attr:`RunRecord.created`; not ``interrupted``) under
     ``stage_dir`` of exactly this arm, run by this code in the numerics mode a run asked for
-    ``numerics`` would have; unreadable records are passed over."""
+    ``numerics`` would have (``labelled``: under the arm's name and sweep too); unreadable
+    records are passed over."""
     mode = expected_mode(numerics, arm.device)
     best: RunRecord | None = None
     for path in find_runs(stage_dir):
@@ -236,11 +260,21 @@ def find_cached(stage_dir: Path, arm: Arm, numerics: str | None = None) -> RunRe
             and cfg.get("arm_hash") == arm.hash
             and cfg.get("code_fingerprint") == code_fingerprint()
             and (cfg.get("numerics") or {}).get("mode") == mode
+            and (not labelled or _same_label(record, arm))
             and (best is None or (record.created, path.name) > (best.created, best.path.name))
             and _loads(record)
         ):
             best = record
     return best
+
+
+def _same_label(record: RunRecord, arm: Arm) -> bool:
+    """Whether ``record`` ran under ``arm``'s name and sweep family."""
+    sweep = record.arm.get("sweep")
+    return (
+        record.arm.get("name") == arm.name
+        and (tuple(sweep) if sweep is not None else None) == arm.sweep
+    )
 
 
 def _loads(record: RunRecord) -> bool:
@@ -250,12 +284,6 @@ def _loads(record: RunRecord) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     return True
-
-
-def result_from_record(record: RunRecord) -> ArmResult:
-    """An :class:`ArmResult` from a complete record, with the verdict it was given."""
-    arm = Arm.from_dict(record.config["arm"])
-    return ArmResult(arm, record.verdict, record.metrics, record.stats, record.history, record.path)
 
 
 def reference_result(
@@ -423,6 +451,7 @@ def gate_session(
     *,
     accept: bool,
     require: bool,
+    strict: bool = False,
 ) -> tuple[list[str], bool]:
     """The session-level gate per stage: accept the runs into the baselines, or check the
     failure rate over seeds and list unused entries. Returns printable lines and whether the
@@ -464,4 +493,60 @@ def gate_session(
         report = gate_runs(runs, baseline)
         lines.append(report.text(require))
         failed |= any(rate.check.regressed for rate in report.rates)
+        failed |= strict and not report.ok(require, strict=True)
+    more, frontier_failed = gate_frontiers(root, entries, accept=accept, require=require)
+    return lines + more, failed or frontier_failed
+
+
+def gate_frontiers(
+    root: str | Path, entries: Iterable[dict[str, Any]], *, accept: bool, require: bool
+) -> tuple[list[str], bool]:
+    """The frontier gate of the sweeps among ``entries`` (:mod:`stabilitykit.gate.frontier`):
+    accept their frontiers into ``<root>/<scale>/frontiers/<stage>.json``, or check each
+    family's edge against it. Returns printable lines and whether the session must fail (an
+    edge moved down; under ``require`` also a family without an entry)."""
+    from stabilitykit.frontier import frontiers, sweep_of
+    from stabilitykit.gate.frontier import (
+        accept_frontiers,
+        check_frontiers,
+        frontier_baseline_path,
+        key_of,
+        read_frontier_baseline,
+        recipe_hash,
+    )
+    from stabilitykit.report.collate import metrics_row
+
+    by_stage: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in entries:
+        if entry["role"] != "arm":
+            continue
+        try:
+            row = metrics_row(read_record(entry["run_dir"]))
+        except (ValueError, OSError):
+            continue  # gate_session names it
+        if sweep_of(row) is not None and row.get("scale"):
+            by_stage.setdefault((entry["stage"], str(row["scale"])), []).append(row)
+    lines: list[str] = []
+    failed = False
+    for (stage, scale), rows in sorted(by_stage.items()):
+        items = frontiers(rows)
+        recipes = {
+            key_of(f.family, f.field): recipe_hash(
+                [r for r in rows if sweep_of(r) == (f.family, f.field)], f.field
+            )
+            for f in items
+        }
+        try:
+            path = frontier_baseline_path(root, stage, scale)
+            if accept:
+                lines += accept_frontiers(path, items, stage, scale, recipes)
+                lines.append(f"{stage}: accepted {len(items)} frontier(s) into {path}")
+                continue
+            checks = check_frontiers(items, read_frontier_baseline(path), recipes)
+        except (ValueError, OSError) as exc:
+            lines.append(f"{stage}: frontier gate: {exc}")
+            failed = True
+            continue
+        lines += [f"{stage}: frontier {c.status}: {c.message}" for c in checks]
+        failed |= any(c.regressed or (require and c.status == "missing") for c in checks)
     return lines, failed

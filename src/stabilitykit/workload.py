@@ -146,6 +146,35 @@ class Scale:
     recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Mitigation:
+    """A lever the workload offers against instability, for the report's recommended next
+    experiment: a short ``text`` and the arm fields it sets (``changes``), e.g.
+    ``Mitigation("LayerScale on the residual branches", {"architecture": "stable_hybrid",
+    "layerscale_init": 1e-3})``. A report offers it to an arm whose architecture (or the one it
+    switches to) accepts every model field it sets and that does not have it yet."""
+
+    text: str
+    changes: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"Mitigation.text: got {self.text!r}; allowed: a short text")
+        if not isinstance(self.changes, Mapping) or not self.changes:
+            raise ValueError(
+                f"Mitigation({self.text!r}).changes: got {self.changes!r}; allowed: a non-empty "
+                "mapping of arm fields to values"
+            )
+        for key in self.changes:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(
+                    f"Mitigation({self.text!r}).changes: key {key!r}; allowed: an arm field name"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "changes": dict(self.changes)}
+
+
 class Workload(ABC):
     """A problem to train on. Subclass it, fill the class attributes, implement the abstract
     methods; :class:`stabilitykit.workloads.supervised.SupervisedWorkload` fills most of it for
@@ -166,6 +195,9 @@ class Workload(ABC):
         code: names of further modules or packages whose source changes the numbers, hashed
             whole into the code fingerprint: code reached only at run time (a registry by name),
             a shared model library (:func:`fingerprint_sources` follows the names it sees).
+        mitigations: the workload's own levers against instability (:class:`Mitigation`, or
+            ``(text, changes)`` pairs), which the report recommends beside the engine's (AGC, a
+            lower lr); advice only, so they are left out of the code fingerprint.
     """
 
     name: ClassVar[str]
@@ -178,6 +210,7 @@ class Workload(ABC):
     collapse_std: ClassVar[tuple[str, str] | None] = None
     scales: ClassVar[Mapping[str, Scale]] = {}
     code: ClassVar[tuple[str, ...]] = ()
+    mitigations: ClassVar[tuple[Mitigation | tuple[str, Mapping[str, Any]], ...]] = ()
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -242,6 +275,8 @@ class Workload(ABC):
             "metrics": [m.to_dict() for m in self.metrics],
             "diagnostics": list(self.diagnostics),
             "collapse_std": list(self.collapse_std) if self.collapse_std else None,
+            "architectures": {a: dict(d) for a, d in self.architectures.items()},
+            "mitigations": [m.to_dict() for m in declared_mitigations(type(self))],
         }
 
     def check_metrics(self, metrics: Mapping[str, Any]) -> None:
@@ -262,6 +297,38 @@ class Workload(ABC):
                 raise WorkloadError(
                     self.name, "evaluate", f"metric {key!r} is {value!r}; expected a finite number"
                 )
+
+
+def declared_mitigations(cls: type[Workload]) -> tuple[Mitigation, ...]:
+    """``cls.mitigations`` as :class:`Mitigation` values (a ``(text, changes)`` pair becomes
+    one); ``TypeError`` naming the workload for an entry that is neither, or one whose
+    ``architecture`` is not the workload's or whose model fields no architecture accepts."""
+    where = getattr(cls, "name", cls.__name__)
+    model_fields = {k for defaults in cls.architectures.values() for k in defaults}
+    out = []
+    for i, entry in enumerate(getattr(cls, "mitigations", ())):
+        try:
+            m = entry if isinstance(entry, Mitigation) else Mitigation(*entry)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"workload {where!r}: mitigations[{i}]: {exc}; expected a Mitigation or a "
+                "(text, changes) pair"
+            ) from None
+        target = m.changes.get("architecture")
+        if target is not None and target not in cls.architectures:
+            raise TypeError(
+                f"workload {where!r}: mitigations[{i}] ({m.text!r}) sets architecture "
+                f"{target!r}; allowed: one of {tuple(cls.architectures)}"
+            )
+        accepted = cls.architectures[target] if target is not None else model_fields
+        unknown = sorted(k for k in m.changes if k in model_fields and k not in accepted)
+        if unknown:
+            raise TypeError(
+                f"workload {where!r}: mitigations[{i}] ({m.text!r}) sets {unknown}, which "
+                f"architecture {target!r} does not accept"
+            )
+        out.append(m)
+    return tuple(out)
 
 
 def spec_dict(spec: Any) -> dict[str, Any]:
@@ -290,6 +357,7 @@ def check_declarations(cls: type[Workload]) -> None:
             f"workload {cls.name!r}: primary_metric {cls.primary_metric!r} is not in metrics "
             f"{names}"
         )
+    declared_mitigations(cls)
     declared = set(names) | set(cls.diagnostics)
     for m in cls.metrics:
         if m.floor is not None and m.floor not in declared:

@@ -146,37 +146,6 @@ def test_plain():
     assert sk_pytest("--sk-shard", "3/2").ret == pytest.ExitCode.USAGE_ERROR
 
 
-def test_xdist_gives_one_summary_and_keeps_a_crashed_run(pytester, sk_pytest):
-    pytester.makepyfile(
-        HEADER
-        + """
-import os
-import stabilitykit.workloads.gridlines.workload as run_module
-
-@pytest.mark.stability
-@pytest.mark.stage_a
-@pytest.mark.parametrize("name", ["one", "two", "crash"])
-def test_arm(name, run_arm, monkeypatch):
-    if name == "crash":
-        mae = run_module.get_loss("mae")
-        calls = []
-        def dying(pred, x):
-            calls.append(1)
-            if len(calls) == 3:
-                os._exit(1)  # the worker dies mid-run, leaving a half-written record
-            return mae(pred, x)
-        monkeypatch.setattr(run_module, "get_loss", lambda name: dying)
-    run_arm(CONTROL.replace(name=name), criteria=LENIENT)
-"""
-    )
-    result = sk_pytest("-n", "2", subprocess=True)
-    result.assert_outcomes(passed=2, failed=1)
-    assert result.stdout.str().count("stabilitykit stage summary") == 1
-    metrics = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())
-    verdicts = {r["arm_name"]: r["verdict"] for r in metrics["rows"]}
-    assert verdicts == {"one": "stable", "two": "stable", "crash": "interrupted"}
-
-
 GATED = (
     HEADER
     + """
@@ -245,18 +214,55 @@ def test_corrupt_baseline_fails_with_the_file_name(pytester, sk_pytest):
     result.stdout.fnmatch_lines(["*baseline unusable*stage_a.json*"])
 
 
-def test_xdist_gives_the_same_metrics_as_a_serial_run(pytester, sk_pytest):
-    pytester.makepyfile(HEADER + TWO_ARMS)
+XDIST = (
+    HEADER
+    + """
+import os
+import stabilitykit.workloads.gridlines.workload as run_module
 
-    def rows(*args):
-        sk_pytest(*args, subprocess="-n" in args).assert_outcomes(passed=2)
-        path = pytester.path / args[-1] / "stage_a/stage_a_metrics.json"
-        keep = ("best_val_loss", "amp_ssim", "amp_mae", "grad_norm_preclip_max", "verdict")
-        return {r["arm_name"]: [r[k] for k in keep] for r in json.loads(path.read_text())["rows"]}
+ARMS = [CONTROL, CONTROL.replace(name="agc", clip="agc", clip_value=0.01)]
+if os.environ.get("SK_TEST_CRASH"):
+    ARMS.append(CONTROL.replace(name="crash"))
 
-    serial = rows("--sk-out", "serial")
-    parallel = rows("-n", "2", "--sk-out", "parallel")
-    assert serial == parallel and len(serial) == 2
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("arm", ARMS, ids=lambda a: a.name)
+def test_arm(arm, run_arm, monkeypatch):
+    if arm.name == "crash":
+        mae = run_module.get_loss("mae")
+        calls = []
+        def dying(pred, x):
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(1)  # the worker dies mid-run, leaving a half-written record
+            return mae(pred, x)
+        monkeypatch.setattr(run_module, "get_loss", lambda name: dying)
+    run_arm(arm, criteria=LENIENT)
+"""
+)
+
+
+def test_xdist_gives_the_serial_metrics_one_summary_and_keeps_a_crashed_run(
+    pytester, sk_pytest, monkeypatch
+):
+    pytester.makepyfile(XDIST)
+
+    def rows(out):
+        path = pytester.path / out / "stage_a/stage_a_metrics.json"
+        return {r["arm_name"]: r for r in json.loads(path.read_text())["rows"]}
+
+    sk_pytest("--sk-out", "serial").assert_outcomes(passed=2)
+    monkeypatch.setenv("SK_TEST_CRASH", "1")  # a third arm, whose worker dies
+    result = sk_pytest("-n", "2", "--sk-out", "parallel")
+    result.assert_outcomes(passed=2, failed=1)
+    assert result.stdout.str().count("stabilitykit stage summary") == 1
+    serial, parallel = rows("serial"), rows("parallel")
+    verdicts = {name: r["verdict"] for name, r in parallel.items()}
+    assert verdicts == {"control": "stable", "agc": "stable", "crash": "interrupted"}
+    keep = ("best_val_loss", "amp_ssim", "amp_mae", "grad_norm_preclip_max", "verdict")
+    same = {name: [serial[name][k] for k in keep] for name in serial}
+    assert same == {name: [parallel[name][k] for k in keep] for name in serial}
+    assert len(same) == 2
 
 
 def test_accept_needs_a_baseline_folder(pytester, sk_pytest):
@@ -278,18 +284,18 @@ def _readme_workload_example() -> str:
 
 def test_the_readme_own_workload_runs_the_whole_workflow(pytester, sk_pytest):
     pytester.makepyfile(test_smoothing_stage=_readme_workload_example())
-    serial = sk_pytest("-m", "stage_c", subprocess=True)  # the file registers a workload class
-    serial.assert_outcomes(passed=2)
+    # xdist's controller does not import the test file; the workers and the serial session,
+    # which do (it registers a workload class), are processes of their own
+    accepted = sk_pytest("-n", "2", "--sk-seeds", "2", "--sk-baseline", "bl", "--sk-accept")
+    accepted.assert_outcomes(passed=4)  # xdist workers rebuilt the workload from the test file
     rows = json.loads((pytester.path / "reports/stage_c/stage_c_metrics.json").read_text())["rows"]
     assert {r["arm_name"] for r in rows} == {"adam", "sgd"}
     assert all(r["workload"]["name"] == "smoothing" for r in rows)
-    accepted = sk_pytest(
-        "-n", "2", "--sk-seeds", "2", "--sk-baseline", "bl", "--sk-accept", subprocess=True
-    )
-    accepted.assert_outcomes(passed=4)  # xdist workers rebuilt the workload from the test file
+    assert (pytester.path / "bl/smoke/stage_c.json").exists()
+    # serially, gated against what the xdist session accepted
     gated = sk_pytest(
-        "-n",
-        "2",
+        "-m",
+        "stage_c",
         "--sk-seeds",
         "2",
         "--sk-baseline",
@@ -298,8 +304,9 @@ def test_the_readme_own_workload_runs_the_whole_workflow(pytester, sk_pytest):
         subprocess=True,
     )
     gated.assert_outcomes(passed=4)
-    assert (pytester.path / "bl/smoke/stage_c.json").exists()
     assert "not comparable" not in gated.stdout.str()
+    from stabilitykit.workload import _REGISTRY
+    assert "smoothing" not in _REGISTRY, _REGISTRY
 
 
 PLAIN = "def test_plain():\n    pass\n"
@@ -356,6 +363,38 @@ def test_staged(stage, run_arm):
     assert [r["arm_name"] for r in rows] == ["control"]
 
 
+def test_two_stage_markers_or_an_overlong_one_fail_the_item_by_name(pytester, sk_pytest):
+    long = "stage_" + "x" * 294
+    pytester.makepyfile(
+        HEADER
+        + f"""
+@pytest.mark.stability
+@pytest.mark.stage_c
+@pytest.mark.stage_d
+def test_both(run_arm):
+    run_arm(CONTROL, criteria=LENIENT)
+
+@pytest.mark.stability
+@pytest.mark.{long}
+def test_long(run_arm):
+    run_arm(CONTROL, criteria=LENIENT)
+"""
+    )
+    result = sk_pytest()
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_both: one stage marker per benchmark, got @pytest.mark.stage_d and "
+            "@pytest.mark.stage_c; keep one*",
+            f"*test_long: invalid stage marker @pytest.mark.{long} (stage: got*(300 characters)*"
+            "at most 64 characters*",
+        ]
+    )
+    out = result.stdout.str()
+    assert "File name too long" not in out and "INTERNALERROR" not in out
+    assert not (pytester.path / "reports").exists()  # no report under either stage
+
+
 def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timings_are(
     pytester, sk_pytest
 ):
@@ -372,9 +411,7 @@ def test_benchmark_json_has_grad_norms_and_under_xdist_a_warning_says_where_timi
     assert info["train_seconds"] > 0 and info["verdict"] == "stable"
 
     pytester.makepyfile(test_plain=PLAIN)  # the warning comes before any training
-    parallel = sk_pytest(
-        "-n", "2", "--benchmark-json", "bench.json", "test_plain.py", subprocess=True
-    )
+    parallel = sk_pytest("-n", "2", "--benchmark-json", "bench.json", "test_plain.py")
     parallel.assert_outcomes(passed=1, warnings=1)
     text = parallel.stdout.str()
     assert text.count("no benchmark JSON is written under xdist") == 1

@@ -243,6 +243,16 @@ def test_symlinks_are_not_followed(tmp_path):
     ]
 
 
+def test_a_runs_folder_that_is_a_symlink_is_refused_as_such(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "runs").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    message = r"the runs folder .*root/runs is a symlink \(to .*elsewhere\)"
+    with pytest.raises(ValueError, match=message):
+        new_run_dir(tmp_path / "root", "arm")
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
 def test_the_creation_time_is_recorded(tmp_path):
     path = write_run(tmp_path)
     config = json.loads((path / "config.json").read_text())

@@ -75,6 +75,22 @@ GRIDLINES = {
         "phase_vacuous",
     ],
     "collapse_std": ["pred_amp_std", "gt_amp_std"],
+    "architectures": {
+        "hybrid": {"width": 32, "fno_blocks": 4, "max_channels": None},
+        "stable_hybrid": {
+            "width": 32,
+            "fno_blocks": 4,
+            "max_channels": None,
+            "layerscale_init": 1e-3,
+        },
+        "cnn": {"width": 32, "levels": 4},
+    },
+    "mitigations": [
+        {
+            "text": "LayerScale on the residual branches",
+            "changes": {"architecture": "stable_hybrid", "layerscale_init": 1e-3},
+        }
+    ],
 }
 DARCY = {
     "name": "darcy",

@@ -83,6 +83,34 @@ def test_mitigation_offers_what_the_arm_does_not_use_yet(make_run):
     assert "`lr` 0.001 → 0.0001" in build_stage_report("stage_b", [both]).recommendation
 
 
+#: A user's MLP classifier: one architecture that takes only ``width``, no mitigations of its own.
+MLP = {
+    "name": "mlp_classifier",
+    "primary_metric": "error",
+    "metrics": [{"name": "error", "direction": "lower", "rel_tol": 0.1}],
+    "architectures": {"mlp": {"width": 64}},
+    "mitigations": [],
+}
+
+
+def test_a_recommendation_names_only_levers_the_arms_workload_has(make_run):
+    arm = {"architecture": "mlp", "width": 64, "fno_blocks": None}
+    for verdict in ("diverged", "collapsed"):
+        rec = make_run("mlp", verdict=verdict, workload=MLP, arm=arm, evidence=(NONFINITE,))
+        text = build_stage_report("stage_b", [rec]).recommendation
+        assert "LayerScale" not in text and "layerscale_init" not in text, text
+        assert "stable_hybrid" not in text
+        assert ("AGC (" if verdict == "diverged" else "`lr` 0.001 → 0.0001") in text, text
+    own = {**MLP, "mitigations": [{"text": "Batch norm", "changes": {"norm": "batch"}}]}
+    rec = make_run("mlp", verdict="diverged", workload=own, arm=arm, evidence=(NONFINITE,))
+    assert "Batch norm (`norm='batch'`)" in build_stage_report("stage_b", [rec]).recommendation
+    # a workload's mitigation that sets a field the arm's architecture does not accept is left out
+    odd = {**MLP, "mitigations": [{"text": "LayerScale", "changes": {"layerscale_init": 1e-3}}]}
+    odd["architectures"] = {"mlp": {"width": 64}, "res": {"width": 64, "layerscale_init": 0.1}}
+    rec = make_run("mlp", verdict="diverged", workload=odd, arm=arm, evidence=(NONFINITE,))
+    assert "LayerScale" not in build_stage_report("stage_b", [rec]).recommendation
+
+
 def test_collapse_is_named_with_its_numbers(make_run):
     rec = make_run(
         "stable",

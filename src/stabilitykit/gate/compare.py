@@ -529,7 +529,7 @@ def check_failure_rate(
     the bound then decides only where the arm never failed in at least ``MIN_SEEDS`` baseline
     seeds, or with at least ``MIN_SEEDS`` runs against at least ``MIN_SEEDS`` seeds; otherwise
     it is *not decided*."""
-    from stabilitykit.report.collate import wilson_interval
+    from stabilitykit.judge.rates import wilson_interval
 
     if not 0 <= failures <= n:
         raise ValueError(f"check_failure_rate: expected 0 <= failures <= n, got {failures}, {n}")

@@ -70,7 +70,8 @@ def new_run_dir(root: str | os.PathLike, run_name: str) -> Path:
     temporary name ``.<run_name>-<UTC time>-<random>.partial``: :meth:`RunWriter.write_config`
     renames it to ``<run_name>-<UTC time>-<random>`` once ``config.json`` is in it.
 
-    ``run_name`` must be a plain name: a value that would leave ``root`` is rejected.
+    ``run_name`` must be a plain name: a value that would leave ``root`` is rejected, and so is
+    a ``runs`` folder that is a symlink.
     """
     runs = Path(root).resolve() / RUNS
     if (
@@ -82,6 +83,12 @@ def new_run_dir(root: str | os.PathLike, run_name: str) -> Path:
         or "\0" in run_name
     ):
         raise ValueError(f"run name {run_name!r} is not a plain folder name")
+    if runs.is_symlink():  # records are written under the out folder itself, never elsewhere
+        raise ValueError(
+            f"the runs folder {runs} is a symlink (to {os.readlink(runs)}); runs are written "
+            "only into a real folder: replace the link with a folder, or point the output "
+            "folder at the link's target"
+        )
     stamp_ = dt.datetime.now(dt.UTC).strftime(_TIME_FORMAT)
     path = (runs / f".{run_name}-{stamp_}-{secrets.token_hex(3)}{PARTIAL}").resolve()
     if path.parent != runs:

@@ -7,7 +7,7 @@ with a Wilson interval, median and IQR over the seeds that stayed stable.
 
 The engine's numbers (:data:`METRIC_COLUMNS`) come from ``stats.json``; the workload's from
 ``metrics.json`` under their own names, and the row carries the record's ``workload`` block
-(:class:`~stabilitykit.gate.metrics.WorkloadDecl`: labels, directions, floors), so a stage of any
+(:class:`~stabilitykit.record.declared.WorkloadDecl`: labels, directions, floors), so a stage of any
 workload, or of several, gets its columns from :func:`stage_columns`. A record written before
 workloads declared their metrics has ``workload`` ``None``: its metrics are shown, undeclared.
 
@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from stabilitykit.gate.metrics import DeclaredMetric, WorkloadDecl, workload_of
+from stabilitykit.judge.rates import wilson_interval as wilson_interval  # re-exported
 from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.record.declared import DeclaredMetric, WorkloadDecl, workload_of
 from stabilitykit.record.run_record import RunRecord
 
 #: The engine's numbers of a run (from ``stats.json``), which every workload has. A workload's
@@ -383,24 +384,6 @@ def other_of(row: Mapping[str, Any]) -> list[str]:
     listed += [k for k in decl.diagnostics if k in row and k not in listed]
     listed += [k for k in row if k not in _NOT_METRIC and k not in listed]
     return [k for k in listed if not in_table(row, k)]
-
-
-def wilson_interval(failures: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``failures / n`` (Wilson 1927).
-
-    ``z = 1.96`` gives 95 %. With ``n = 0`` nothing is known: ``(0.0, 1.0)``.
-    """
-    if n < 0 or not 0 <= failures <= n:
-        raise ValueError(f"wilson_interval: expected 0 <= failures <= n, got {failures} and {n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = failures / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    low = 0.0 if failures == 0 else max(0.0, centre - half)
-    high = 1.0 if failures == n else min(1.0, centre + half)
-    return low, high
 
 
 @dataclass(frozen=True)

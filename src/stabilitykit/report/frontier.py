@@ -4,9 +4,9 @@
 A table per stage (one row per family: runs and how many were reused, the stable range, the
 best value and its metric, the boundary with its interval, the LR sensitivities with their
 caps), a table of each family's points, one line per family comparing its edge with the
-control's, and ``plots/frontier.png``: the primary metric and the final val loss against the
-swept value, one colour per family, the median over seeds (line) and min–max (band), each
-failed run marked by its verdict, the workload's floor dashed.
+control's, and ``plots/frontier.png``: the primary metric (capped at the floor) and the best
+val loss against the swept value, one colour per family, the median over seeds (line) and
+min–max (band), each failed run marked by its verdict, the workload's floor dashed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def points_table(item: Frontier) -> list[str]:
     pct = round(item.confidence * 100)
     lines = [
         f"| `{item.field}` | runs | verdicts | failure rate ({pct} % Wilson) | "
-        f"{item.metric or 'metric'} median [min–max] | final val loss median | reused |",
+        f"{item.metric or 'metric'} median [min–max], capped | best val loss median | reused |",
         "|" + "---|" * 7,
     ]
     for p in item.points:
@@ -111,20 +111,23 @@ def frontier_lines(
             "",
             f"![frontier]({link})",
             "",
-            "Primary metric (left) and final val loss (right) against the swept value, one colour "
-            "per family: the median over seeds (line) and min–max (band); each failed run is a "
-            "marker by verdict (× diverged, ▽ collapsed, □ stagnated, △ spiking, ○ other), at "
-            "the floor when it has no number; the dashed line is the workload's floor.",
+            "Primary metric (left; a diverged or collapsed run, or one worse than the floor, at "
+            "the floor) and best val loss (right) against the swept value, one colour per "
+            "family: the median over seeds (line) and min–max (band); each failed run is a "
+            "marker by verdict (× diverged, ▽ collapsed, □ stagnated, △ spiking, ○ other); the "
+            "dashed line is the workload's floor.",
         ]
     return lines
 
 
 def frontier_figure(items: Sequence[Frontier], rows: Sequence[Mapping[str, Any]]) -> Any:
-    """Two panels (primary metric, final val loss) against the swept value, log x."""
+    """Two panels (primary metric capped at the floor, best val loss) against the swept value,
+    log x."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from stabilitykit.frontier import sweep_of
+    from stabilitykit.frontier import capped_metric, sweep_of
+    from stabilitykit.record.declared import workload_of
     from stabilitykit.report.plots import arm_colours
 
     fig = Figure(figsize=(12, 4.5), layout="constrained")
@@ -161,18 +164,20 @@ def frontier_figure(items: Sequence[Frontier], rows: Sequence[Mapping[str, Any]]
                 continue
             x = r["arm"][f.field]
             marker = VERDICT_MARKERS.get(r["verdict"], "o")
-            y = r.get(f.metric) if f.metric else None
-            axes[0].plot(
-                [x], [y if y is not None else f.floor], marker, color=colour, ms=7, mfc="none"
-            )
-            loss = r.get("final_val_loss")
+            if f.metric:
+                primary = workload_of(r).primary
+                floor_key = primary.floor if primary else None
+                y = capped_metric(r, f.metric, f.direction or "lower", floor_key, f.floor)
+                if y is not None:
+                    axes[0].plot([x], [y], marker, color=colour, ms=7, mfc="none")
+            loss = r.get("best_val_loss")
             if loss is not None:
                 axes[1].plot([x], [loss], marker, color=colour, ms=7, mfc="none")
         if f.floor is not None:
             axes[0].axhline(f.floor, color=colour, ls="--", lw=1, label=f"{f.family} floor")
     field = items[0].field if items else "value"
     axes[0].set_ylabel(metric or "primary metric")
-    axes[1].set_ylabel("final val loss")
+    axes[1].set_ylabel("best val loss")
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xscale("log")

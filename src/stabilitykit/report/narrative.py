@@ -4,9 +4,11 @@
 The rules, applied to the stage's own runs (reference rows are only compared):
 
 - instability emerged when any run is ``diverged``, ``spiking`` or ``collapsed``;
-- diverged / spiking arm -> mitigate with AGC or LayerScale (whichever the arm does not use yet;
-  a lower lr when it uses both);
-- collapsed arm -> a smaller LayerScale init (or LayerScale when it has none) or a lower lr;
+- diverged / spiking arm -> mitigate with AGC or the workload's own mitigations (its
+  ``mitigations``, e.g. grid lines' LayerScale), whichever the arm does not use yet and its
+  architecture accepts (:func:`workload_mitigations`); a lower lr when it uses them all;
+- collapsed arm -> a smaller LayerScale init (when it has one), the workload's mitigations, or
+  a lower lr;
 - out of memory -> fewer blocks and a channel cap, or a larger device;
 - error -> fix it first; stagnated -> more epochs or a larger scale; interrupted -> rerun;
 - a run that ended as its arm was meant to (``expect``, e.g. a control that must diverge) gets
@@ -36,8 +38,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stabilitykit.gate.metrics import DEFAULT_RULES, DeclaredMetric, MetricRule
 from stabilitykit.judge.verdict import VerdictKind
+from stabilitykit.record.declared import DEFAULT_RULES, DeclaredMetric, MetricRule
 from stabilitykit.report.collate import (
     ArmSummary,
     arm_rows,
@@ -453,10 +455,34 @@ def _as_written(row: Mapping[str, Any], fields: Sequence[str]) -> str:
     )
 
 
-#: A workload-neutral pointer at LayerScale: which architecture offers it is the workload's.
-LAYERSCALE = (
-    "LayerScale on the residual branches (`layerscale_init=1e-3`, e.g. grid lines' `stable_hybrid`)"
-)
+def workload_mitigations(row: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """``(text, fields it sets)`` for each of the row's workload's own mitigations (its record's
+    ``workload`` block) that the run's arm can take and does not have yet: the architecture it
+    switches to (or the arm's own) accepts every model field it sets, and the arm neither has
+    every change already nor sets one of its model fields itself. An older record declares
+    none."""
+    decl = row_workload(row)
+    architectures = decl.architectures
+    own = row.get("architecture")
+    model_fields = {k for defaults in architectures.values() for k in defaults}
+    out = []
+    for m in decl.mitigations:
+        changes = m["changes"]
+        target = changes.get("architecture", own)
+        accepted = architectures.get(target)
+        if accepted is None or any(k in model_fields and k not in accepted for k in changes):
+            continue
+        defaults = architectures.get(own) or {}
+        has_all = all(
+            (defaults.get(k) if row.get(k) is None and k in model_fields else row.get(k)) == v
+            for k, v in changes.items()
+        )
+        sets_one = any(row.get(k) is not None for k in changes if k in model_fields)
+        if has_all or sets_one:
+            continue
+        what = ", ".join(f"`{k}={v!r}`" for k, v in changes.items())
+        out.append((f"{m['text']} ({what})", list(changes)))
+    return out
 
 
 def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
@@ -464,9 +490,9 @@ def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
     if row.get("clip") not in ("agc", "agc_unit"):
         options.append("AGC (`clip='agc'`, `clip_value=0.01`)")
         fields += ["clip", "clip_value"]
-    if row.get("layerscale_init") is None and row.get("architecture") != "stable_hybrid":
-        options.append(LAYERSCALE)
-        fields += ["architecture", "layerscale_init"]
+    for text, changes in workload_mitigations(row):
+        options.append(text)
+        fields += changes
     if not options and row.get("lr") is not None:
         options.append(f"a lower lr (`lr` {row['lr']:g} → {row['lr'] / 10:g})")
         fields.append("lr")
@@ -479,11 +505,13 @@ def _mitigate(arm: ArmSummary, row: Mapping[str, Any], kind: str) -> str:
 
 def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
     ls, lr = row.get("layerscale_init"), row.get("lr")
-    options = []
+    options, fields = [], []
     if ls is not None:
         options.append(f"a smaller LayerScale init (`layerscale_init` {ls:g} → {ls / 10:g})")
-    else:
-        options.append(LAYERSCALE)
+        fields.append("layerscale_init")
+    for text, changes in workload_mitigations(row):
+        options.append(text)
+        fields += changes
     if lr is not None:
         options.append(f"a lower lr (`lr` {lr:g} → {lr / 10:g})")
     numbers = _kind_numbers("collapsed", row)
@@ -491,9 +519,9 @@ def _after_collapse(arm: ArmSummary, row: Mapping[str, Any]) -> str:
         f"`{arm.arm_name}` collapsed to the trivial predictor"
         + (f" ({numbers})" if numbers else "")
         + ": the prediction carries no structure; try "
-        + " or ".join(options)
+        + " or ".join(options or ["a lower lr"])
         + "."
-        + _as_written(row, ["architecture", "layerscale_init", "lr"])
+        + _as_written(row, [*fields, "lr"])
     )
 
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stabilitykit.gate.metrics import workload_of
 from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import check_plain_name
+from stabilitykit.record.declared import workload_of
 from stabilitykit.record.run_record import RunRecord
 from stabilitykit.record.schema import (
     RecordError,
@@ -627,6 +627,7 @@ def render_markdown(
         f"Scale: {report.scale or '–'} · data hash: {', '.join(data) or '–'} · "
         f"{plural(len(report.rows), 'run')} of {plural(len(report.arms), 'arm')}",
         "",
+        *_code_lines(records),
         "## Arms",
         "",
         *_arms_section(report),
@@ -695,6 +696,37 @@ def render_markdown(
         lines += [SPIKE_LAYERS_NOTE, ""]
     lines += ["", "## Run folders", ""]
     lines += [f"- [{rec.path.name}]({_link(rec.path, out)})" for rec in records]
-    if report.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    notes = [*report.notes, *_tracker_notes(records)]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _code_lines(records: Sequence[RunRecord]) -> list[str]:
+    """``Code: <commit> (dirty) · <package>==<version>``, one line per distinct code under
+    test (``config.json`` ``code``); none for records older than it."""
+    seen: dict[str, None] = {}
+    for rec in records:
+        code = rec.config.get("code")
+        if not isinstance(code, dict):
+            continue
+        commit = code.get("commit")
+        text = f"commit {commit[:12]}" if isinstance(commit, str) else "not a git checkout"
+        if code.get("dirty"):
+            text += " (uncommitted changes)"
+        package = code.get("package")
+        if isinstance(package, dict) and package.get("name"):
+            text += f" · {package['name']} {package.get('version')}"
+        seen[text] = None
+    return [f"Code: {'; '.join(seen)}", ""] if seen else []
+
+
+def _tracker_notes(records: Sequence[RunRecord]) -> list[str]:
+    """A note per run whose tracker failed (``stats.json`` ``trackers``): its record is
+    complete, the tracker lacks (part of) it."""
+    out = []
+    for rec in records:
+        for name, status in (rec.stats.get("trackers") or {}).items():
+            if status != "ok":
+                out.append(f"{rec.path.name}: {name} {status}; the record is complete")
+    return out

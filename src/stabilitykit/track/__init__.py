@@ -13,17 +13,38 @@ from collections.abc import Iterable
 
 from stabilitykit.track.base import TrackedRun, Tracker, Trackers
 
-__all__ = ["TrackedRun", "Tracker", "Trackers", "TrackerUnavailable", "missing_extra", "trackers"]
+__all__ = [
+    "MissingExtraError",
+    "TrackedRun",
+    "Tracker",
+    "Trackers",
+    "check_available",
+    "missing_extra",
+    "trackers",
+]
 
 
-class TrackerUnavailable(ImportError):
+class MissingExtraError(ImportError):
     """A tracker's library is not installed; the message names the extra to install."""
 
 
-def missing_extra(extra: str, tool: str, cause: BaseException) -> TrackerUnavailable:
-    return TrackerUnavailable(
+def missing_extra(extra: str, tool: str, cause: BaseException) -> MissingExtraError:
+    return MissingExtraError(
         f"{tool} is not installed ({cause}); install it with: pip install 'stabilitykit[{extra}]'"
     )
+
+
+def check_available(tensorboard: bool, mlflow: bool) -> None:
+    """:class:`MissingExtraError` naming the extra when an asked-for tracker's library is
+    missing (at configure time, before any arm trains)."""
+    if tensorboard:
+        from stabilitykit.track.tensorboard import check_available as check
+
+        check()
+    if mlflow:
+        from stabilitykit.track.mlflow import check_available as check
+
+        check()
 
 
 def trackers(
@@ -33,7 +54,7 @@ def trackers(
 ) -> Trackers:
     """The trackers asked for: TensorBoard under the folder ``tensorboard``, MLflow at the
     tracking URI or folder ``mlflow`` (:func:`stabilitykit.track.mlflow.tracking_uri`), and
-    ``more`` (any object with :class:`Tracker`'s methods). :class:`TrackerUnavailable` names
+    ``more`` (any object with :class:`Tracker`'s methods). :class:`MissingExtraError` names
     the extra to install when a library is missing."""
     chosen: list[Tracker] = []
     if tensorboard is not None:

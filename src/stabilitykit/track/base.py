@@ -9,6 +9,7 @@ its failure goes into the run's ``stats.json`` (``trackers``), and the run goes 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -193,10 +194,8 @@ class Trackers:
                 reason = f"failed in {method}: {type(exc).__name__}: {exc}"
                 self.status[tracker.name] = reason[:2000]
                 warnings.warn(f"stabilitykit: {tracker.name} {reason}; left out", stacklevel=3)
-                try:
+                with contextlib.suppress(Exception):  # the first error is the one named
                     tracker.close()
-                except Exception:  # already failed; the first error is the one to name
-                    pass
 
     def start(self, run: TrackedRun) -> None:
         """Start every tracker; for a folder with earlier rows, replay them from the record

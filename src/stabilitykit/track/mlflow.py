@@ -145,23 +145,22 @@ class MlflowTracker:
         from mlflow.entities import RunStatus
 
         self.client = client_for(self.uri)
-        known = _known_run(run.path, self.uri)
-        if known is not None and self._exists(known):
-            self.run_id = known
-            self.client.update_run(known, status=RunStatus.to_string(RunStatus.RUNNING))
-            self.sent = self._sent_steps()
-            return
-        tags = {**run.tags, "mlflow.source.git.commit": run.tags.get("git_commit")}
-        lock_dir = run.path.parent
-        with _locked(lock_dir):
+        # one process at a time: the first use of a new SQLite store creates its tables
+        with _locked(run.path.parent.parent):  # the stage's folder, beside runs/
+            known = _known_run(run.path, self.uri)
+            if known is not None and self._exists(known):
+                self.run_id = known
+                self.client.update_run(known, status=RunStatus.to_string(RunStatus.RUNNING))
+                self.sent = self._sent_steps()
+                return
             experiment = experiment_id(self.client, self.uri, experiment_name(run.stage))
+            tags = {**run.tags, "mlflow.source.git.commit": run.tags.get("git_commit")}
             session = (run.config.get("tags") or {}).get("session")
             if session:
-                parent = parent_run(self.client, experiment, run.stage, session)
-                tags["mlflow.parentRunId"] = parent
+                tags["mlflow.parentRunId"] = parent_run(self.client, experiment, run.stage, session)
         tags = {k: v for k, v in tags.items() if v is not None}
-        self.run_id = self.client.create_run(experiment, tags=tags, run_name=run.path.name)
-        self.run_id = self.run_id.info.run_id
+        created = self.client.create_run(experiment, tags=tags, run_name=run.path.name)
+        self.run_id = created.info.run_id
         _write_known(run.path, self.uri, self.run_id, experiment)
         self._log_params(flat_params(run.config))
 
@@ -185,7 +184,9 @@ class MlflowTracker:
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in params.items()]
+        items = [
+            Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in params.items()
+        ]
         for i in range(0, len(items), MAX_PARAMS):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS])
 
@@ -278,7 +279,8 @@ def _write_known(folder: Path, uri: str, run_id: str, experiment: str) -> None:
         known = {}
     runs = known.get("runs") if isinstance(known, dict) else None
     runs = runs if isinstance(runs, dict) else {}
-    write_json(folder / RUN_FILE, {"runs": {**runs, uri: run_id}, "experiment": experiment})
+    with contextlib.suppress(OSError):  # a read-only record (an export): not continued later
+        write_json(folder / RUN_FILE, {"runs": {**runs, uri: run_id}, "experiment": experiment})
 
 
 def finish_session(uri: str | os.PathLike, stage: str, session: str, files: dict) -> None:

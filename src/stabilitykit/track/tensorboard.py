@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class TensorBoardTracker:
         self.run = run
         folder = self.logdir / run.stage / run.path.name
         resumed = run.resumed or folder.is_dir()
+        if resumed:
+            _after_earlier_files(folder)
         self.writer = SummaryWriter(
             str(folder), flush_secs=self.flush_secs, purge_step=0 if resumed else None
         )
@@ -109,6 +112,19 @@ class TensorBoardTracker:
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()
+
+
+def _after_earlier_files(folder: Path) -> None:
+    """Wait (under a second) until a new event file sorts after ``folder``'s: readers take
+    files in name order, ``events.out.tfevents.<seconds>.<host>.<pid>``, and the purge of the
+    earlier events must come after them."""
+    stamps = [
+        int(p.name.split(".")[3])
+        for p in folder.glob("events.out.tfevents.*")
+        if p.name.split(".")[3].isdigit()
+    ]
+    while stamps and time.time() < max(stamps) + 1:
+        time.sleep(0.05)
 
 
 def _run_tags(record: RunRecord) -> dict[str, str]:

@@ -75,6 +75,20 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {"rel_l2": relative_l2, "mse": mse}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _beyond_float32(a: np.ndarray) -> str | None:
+    """What is wrong when a value of ``a`` is beyond float32's range (it would be stored as
+    ``inf``): the first such value and its index; else ``None``."""
+    beyond = np.abs(a) > FLOAT32_MAX
+    if not beyond.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(beyond)[0])
+    return (
+        f"value {a[index].item()!r} at index {index} is beyond float32's range "
+        f"(|x| <= {FLOAT32_MAX:.4g}); the data set is stored as float32"
+    )
 
 
 class SupervisedWorkload(Workload):
@@ -119,9 +133,8 @@ class SupervisedWorkload(Workload):
             return self._data(cache.read_npz(path), key, "the cached file " + str(path))
 
         def build() -> dict[str, np.ndarray]:
-            arrays = self.arrays(spec)
-            self._data(arrays, key, "arrays")  # validate before it is stored
-            return {k: np.ascontiguousarray(arrays[k], dtype=np.float32) for k in ARRAY_KEYS}
+            data = self._data(self.arrays(spec), key, "arrays")  # validated before it is stored
+            return {k: np.ascontiguousarray(getattr(data, k)) for k in ARRAY_KEYS}
 
         return cache.load_or_build(key, build, cache_dir, load=load)  # type: ignore[return-value]
 
@@ -141,6 +154,8 @@ class SupervisedWorkload(Workload):
                 )
             if np.iscomplexobj(a) or not np.isfinite(a).all():
                 raise fail(f"{k}: expected finite real values")
+            if (beyond := _beyond_float32(a)) is not None:
+                raise fail(f"{k}: {beyond}")
             out[k] = a.astype(np.float32, copy=False)
         for split in ("train", "test"):
             x, y = out[f"x_{split}"], out[f"y_{split}"]

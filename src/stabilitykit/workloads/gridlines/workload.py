@@ -41,6 +41,13 @@ class GridLinesWorkload(Workload):
         a: architecture_defaults(a) for a in ARCHITECTURES
     }
     losses = tuple(LOSSES)
+    # (text, arm fields to set): what the report recommends beside AGC and a lower lr
+    mitigations = (
+        (
+            "LayerScale on the residual branches",
+            {"architecture": "stable_hybrid", "layerscale_init": 1e-3},
+        ),
+    )
     # Tolerances: the original study's absolute gates on its full-scale fixtures (§6).
     metrics = (
         MetricSpec(
