@@ -2,12 +2,28 @@
 processes (pytest-xdist) would otherwise oversubscribe the cores."""
 
 import importlib
+import os
 import pkgutil
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+#: Workers for the suite when pytest-xdist is installed and no ``-n`` was given: the README's
+#: ``pytest`` then uses both cores of a 2-core machine. ``-n 0`` or ``-p no:xdist`` run serially.
+WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    worker = hasattr(config, "workerinput") or "PYTEST_XDIST_WORKER" in os.environ
+    given = any(
+        a == "-n" or a.startswith(("-n", "--numprocesses")) for a in config.invocation_params.args
+    )
+    collect_only = config.getoption("collectonly", False)
+    if config.pluginmanager.hasplugin("xdist") and not (worker or given or collect_only):
+        config.option.numprocesses = WORKERS
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -15,6 +16,7 @@ from stabilitykit.frontier import (
     refine_values,
     wilson,
 )
+from stabilitykit.report.collate import metrics_row
 from stabilitykit.stage import StudyOptions, run_in_stage
 from stabilitykit.sweep import log_grid, sweep
 from stabilitykit.testing.linear import CRITERIA, GD, critical_lr
@@ -111,7 +113,7 @@ def test_refinement_brackets_the_edge_within_the_factor():
     values = refine_values(coarse)
     assert values == [0.121, 0.147, 0.178]
     grid = [0.1, *values, 0.215]
-    assert max(b / a for a, b in zip(grid, grid[1:], strict=False)) <= 1.25
+    assert max(b / a for a, b in itertools.pairwise(grid)) <= 1.25
     assert refine_values(coarse, per_pass=1) == [0.147]  # bisection: one value per pass
     assert locate_boundary([]).bracketed is False
 
@@ -137,9 +139,7 @@ def test_the_known_edge_of_gradient_descent_is_found_within_the_factor(tmp_path)
     stage_dir = options.stage_dir("stage_f")
 
     def run(points):
-        return [run_in_stage(p, "stage_f", options, criteria=CRITERIA, progress=False) for p in points]
-
-    from stabilitykit.report.collate import metrics_row
+        return [run_in_stage(p, "stage_f", options, criteria=CRITERIA) for p in points]
 
     coarse = sweep(GD, "lr", log_grid(0.01, 1.0, per_decade=2))  # 5 values, 1 seed
     run(coarse)

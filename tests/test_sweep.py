@@ -47,7 +47,7 @@ def test_a_sweep_says_what_is_wrong():
         sweep(GD, "lr", [0.1, 0.1])
     with pytest.raises(ValueError, match="only lr has a default grid"):
         sweep(GD, "width")
-    with pytest.raises(ValueError, match="Arm.sweep"):
+    with pytest.raises(ValueError, match=r"Arm\.sweep"):
         GD.replace(sweep=("gd", "seed"))
 
 
@@ -79,6 +79,8 @@ def test_a_second_pass_retrains_nothing_it_already_has(tmp_path):
     assert second[0].stats == first[0].stats
     summary = (out / "stage_f" / "summary.md").read_text()
     assert "| `gd` | `lr` | 3 (2) |" in summary  # 3 runs, 2 reused
-    assert summary.count("reused, not trained again") == 2
+    points = summary.split("### `gd` over `lr`")[1].splitlines()
+    reused = {line.split(" | ")[0][2:]: line.split(" | ")[-1][:-2] for line in points[4:7]}
+    assert reused == {"0.01": "1", "0.03": "0", "0.1": "1"}  # the runs of each value reused
     again = _pass(sweep(arm, "lr", [0.01]), out, cache, rerun=True)  # --sk-rerun
     assert again[0].run_dir != first[0].run_dir and len(list(runs.iterdir())) == 4

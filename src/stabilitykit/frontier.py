@@ -507,8 +507,9 @@ def reference_family(items: Sequence[Frontier]) -> Frontier | None:
 
 
 def compare_edges(reference: Frontier, other: Frontier) -> str:
-    """One line: ``agc moves the edge from lr 0.01 [0.008, 0.0125] to 0.03 [0.025, 0.04]``, or
-    that the two are not told apart (overlapping intervals), or what was not bracketed."""
+    """One line: ```agc` moves the edge up from lr 0.01 [0.008, 0.0125] (`control`) to 0.03
+    [0.025, 0.04]``, or that the two are not told apart (the intervals overlap), or what was
+    not bracketed."""
     name = other.field
     ref, oth = reference.boundary, other.boundary
     if not ref.bracketed or not oth.bracketed:
@@ -522,8 +523,8 @@ def compare_edges(reference: Frontier, other: Frontier) -> str:
     b = f"{_g(oth.estimate)} {interval_text(oth)}"
     if overlap(ref, oth):
         return (
-            f"`{other.family}` and `{reference.family}` are not told apart: edge at {b} against "
-            f"{a} (the intervals overlap)."
+            f"`{other.family}` and `{reference.family}` are not told apart: edge at {name} {b} "
+            f"against {_g(ref.estimate)} {interval_text(ref)} (the intervals overlap)."
         )
     way = "up" if oth.estimate > ref.estimate else "down"  # type: ignore[operator]
     return f"`{other.family}` moves the edge {way} from {a} (`{reference.family}`) to {b}."

@@ -386,18 +386,15 @@ def reused_records(
     records: Iterable[RunRecord], stage: str, session: str, entries: Iterable[dict[str, Any]]
 ) -> list[RunRecord]:
     """The records of ``stage`` that ``session`` reused (its ``"arm"`` entries whose run is of
-    another session), marked ``earlier_session`` with a note saying so."""
+    another session: sweep points, :func:`reused_point`), marked ``earlier_session``; the
+    frontier section counts them per value, without a note each."""
     used = {
         Path(e["run_dir"]).resolve() for e in entries if e["stage"] == stage and e["role"] == "arm"
     }
     out = []
     for r in records:
         if session_of(r) != session and r.path.resolve() in used:
-            note = (
-                f"{r.path.name}: reused, not trained again: a complete run of the same arm, code "
-                f"and numerics (begun {r.created:%Y-%m-%d %H:%M:%S} UTC); --sk-rerun trains it"
-            )
-            out.append(dataclasses.replace(r, earlier_session=True, notes=(*r.notes, note)))
+            out.append(dataclasses.replace(r, earlier_session=True))
     return out
 
 
@@ -410,8 +407,7 @@ def write_session_reports(
     A partial rerun (``-k``) keeps the stage's other arms: each arm with no run in this session
     is reported from its newest complete record at the same scale (:func:`earlier_records`,
     marked ``earlier_session``). So is a sweep point this session read instead of training it
-    (an ``"arm"`` entry whose record is of another session: :func:`reused_point`), with a note
-    saying it was reused. Each record left out is named in the report's notes."""
+    (:func:`reused_records`). Each record left out is named in the report's notes."""
     from stabilitykit.report.summary import build_stage_report, write_stage_report
 
     entries = list(entries)

@@ -305,8 +305,6 @@ def test_the_readme_own_workload_runs_the_whole_workflow(pytester, sk_pytest):
     )
     gated.assert_outcomes(passed=4)
     assert "not comparable" not in gated.stdout.str()
-    from stabilitykit.workload import _REGISTRY
-    assert "smoothing" not in _REGISTRY, _REGISTRY
 
 
 PLAIN = "def test_plain():\n    pass\n"

@@ -53,7 +53,7 @@ def test_params_histories_tags_and_artifacts_read_back(run, store):
     assert tags["verdict"] == result.verdict.kind.value and tags["stage"] == "stage_t"
     assert tags["workload"] == "darcy" and tags["seed"] == str(ARM.seed)
     assert tags["numerics"] == result.record.config["numerics"]["mode"]
-    assert tags.get("git_commit") == code["commit"] or code["commit"] is None
+    assert tags.get("git_commit") == code["commit"]  # None: not a git checkout
     names = {a.path for a in client.list_artifacts(run_id)}
     assert names == set(ARTIFACTS)
     assert child.info.status == "FINISHED"

@@ -52,5 +52,5 @@ def test_every_step_hparams_and_verdict_read_back(run, tmp_path):
     hparams = hparams_of(acc)
     assert hparams["lr"] == pytest.approx(1e-3) and hparams["clip"] == "norm"
     assert hparams["verdict"] == result.verdict.kind.value
-    assert hparams["git_commit"] == record.config["code"]["commit"] or "git_commit" not in hparams
+    assert hparams.get("git_commit") == record.config["code"]["commit"]  # None: no checkout
     assert result.verdict.kind.value in texts(acc, "verdict/text_summary")[STEPS]

@@ -22,7 +22,7 @@ from typing import Any
 
 from stabilitykit.frontier import Frontier, interval_text
 from stabilitykit.names import check_path_name
-from stabilitykit.record.schema import read_json, stamp, write_json
+from stabilitykit.record.schema import RecordError, read_json, stamp, write_json
 
 SCHEMA = "stabilitykit.frontier_baseline"
 VERSION = 1
@@ -97,8 +97,6 @@ def read_frontier_baseline(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
     d = read_json(path, SCHEMA, VERSION)
     if not isinstance(d.get("families"), dict):
-        from stabilitykit.record.schema import RecordError
-
         raise RecordError(f"{path}: field 'families' missing or not a dict")
     return d
 

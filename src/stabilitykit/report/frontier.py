@@ -84,6 +84,22 @@ def points_table(item: Frontier) -> list[str]:
     return lines
 
 
+def headline(item: Frontier) -> str:
+    """One line for a terminal: ``control over lr: edge 0.0649 [0.0562, 0.1] (bracket
+    0.0562–0.0649), stable 0.01–0.0562, 16 runs (14 reused)``."""
+    b = item.boundary
+    edge = f"edge {_g(b.estimate)} {interval_text(b)}" if b.bracketed else b.reason
+    if b.bracket is not None:
+        edge += f" (bracket {_g(b.bracket[0])}–{_g(b.bracket[1])})"
+    stable = (
+        f"{_g(item.stable_range[0])}–{_g(item.stable_range[1])}" if item.stable_range else "none"
+    )
+    return (
+        f"{item.family} over {item.field}: {edge}, stable {stable}, {item.runs} runs "
+        f"({item.reused} reused)"
+    )
+
+
 def frontier_lines(
     items: Sequence[Frontier], plot: Path | None, out_dir: str | os.PathLike
 ) -> list[str]:

@@ -317,7 +317,7 @@ def _legend(
         labels.append("○ spike: the value at a step a spike rule flagged")
     if excursions:
         handles.append(Line2D([], [], **_EXCURSION_STYLE))
-        labels.append("◇ a run's largest jump over its running mean, not flagged (warm-up)")
+        labels.append("◇ a run's largest jump over its running mean that no rule flagged")
     fig.legend(
         handles,
         [textwrap.fill(label, 36) for label in labels],

@@ -167,6 +167,14 @@ def print_stage_report(report: StageReport, console: Console) -> None:
     console.print(Text("Verdict: ", style="bold") + Text(_plain(report.conclusion), style=style))
     for line in (*report.findings, *report.comparisons, *report.ranking):
         console.print(Text("  • ") + Text(_plain(line)))
+    if report.frontiers:
+        from stabilitykit.frontier import narrative
+        from stabilitykit.report.frontier import headline
+
+        for item in report.frontiers:
+            console.print(Text("Frontier: ", style="bold") + Text(_plain(headline(item))))
+        for line in narrative(report.frontiers):
+            console.print(Text("  • ") + Text(_plain(line)))
     console.print(Text("Next: ", style="bold") + Text(_plain(report.recommendation)))
     for note in report.notes:  # records left out, earlier sessions' runs, plots not written
         console.print(Text("warning: ", style="bold yellow") + Text(_plain(note)))

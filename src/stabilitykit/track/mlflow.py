@@ -98,6 +98,14 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def lock_folder(uri: str, stage_dir: Path) -> Path:
+    """Where the processes writing to ``uri`` take turns: beside a local SQLite store (shared by
+    all stages), else the stage's folder."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).parent
+    return stage_dir
+
+
 def experiment_id(client: Any, uri: str, name: str) -> str:
     """The id of experiment ``name``, created when missing (another process may race: then
     its experiment is taken)."""
@@ -144,9 +152,10 @@ class MlflowTracker:
     def start(self, run: TrackedRun) -> None:
         from mlflow.entities import RunStatus
 
-        self.client = client_for(self.uri)
-        # one process at a time: the first use of a new SQLite store creates its tables
-        with _locked(run.path.parent.parent):  # the stage's folder, beside runs/
+        # one process at a time: the first use of a new SQLite store (the client's constructor
+        # opens it) creates its tables, and every stage and xdist worker of a session shares it
+        with _locked(lock_folder(self.uri, run.path.parent.parent)):
+            self.client = client_for(self.uri)
             known = _known_run(run.path, self.uri)
             if known is not None and self._exists(known):
                 self.run_id = known
