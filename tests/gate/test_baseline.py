@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -97,10 +98,17 @@ def test_the_committed_baselines_still_read_and_gate():
             values={k: v for k, v in seed.values.items() if v is not None},
             rules=IMAGE_RULES,
         )
+        # the committed seeds were run in portable numerics: each names its fingerprint
+        assert all(s.numerics for s in entry.seeds.values()) and entry.numerics
+        assert all(text.startswith("portable ") for text in entry.numerics.values())
+        # the same numerics: seed against seed, exactly
+        result = gate_arm(replace(same, numerics=seed.numerics), baseline)
+        assert result.passed, result.render()
+        assert all(c.reference == f"seed {seed.seed}" for c in result.checks if c.name != "verdict")
+        # unknown numerics (an old record): against the spread of the seeds
         result = gate_arm(same, baseline)
         assert result.ok(), result.render()  # passed, or not decided where seeds failed
         assert result.comparison.startswith(f"compared across machines: against {entry.n} seeds")
-        assert all(s.numerics is None for s in entry.seeds.values()) and not entry.numerics
         assert {c.name for c in result.checks} >= {"verdict", "amp_ssim", "best_val_loss"}
 
 
