@@ -21,6 +21,7 @@ from stabilitykit.cluster import (  # noqa: E402
     ClusterError,
     ClusterOptions,
     check_available,
+    explain_refusal,
     job_result,
     make_executor,
     submit_arm,
@@ -249,9 +250,36 @@ def test_slurm_jobs_get_the_options_as_sbatch_flags(tmp_path, monkeypatch):
     ):
         assert f"#SBATCH {flag}\n" in text + "\n", flag
     assert ex._executor.max_num_timeout == 3
+    # by default a job asks for what its arm trains on: no GPU for a CPU arm, one for CUDA
     default = make_executor(StudyOptions(out=tmp_path, cluster=ClusterOptions("slurm")), "stage_b")
     text = default._executor._make_submission_file_text("python -m job", "uid")
-    assert "#SBATCH --gpus-per-node=1\n" in text and "#SBATCH --time=60\n" in text
+    assert "#SBATCH --time=60\n" in text
+    assert "#SBATCH --gpus-per-node=1\n" not in text and "gres=gpu" not in text
+    options = StudyOptions(out=tmp_path, cluster=ClusterOptions("slurm"))
+    on_gpu = make_executor(options, "stage_b", device="cuda:0")
+    text = on_gpu._executor._make_submission_file_text("python -m job", "uid")
+    assert "#SBATCH --gpus-per-node=1\n" in text
+
+
+@pytest.mark.parametrize(
+    ("stderr", "option"),
+    [
+        ("sbatch: error: Invalid generic resource (gres) specification", "--sk-slurm-gpus"),
+        ("sbatch: error: invalid partition specified: gpu", "--sk-slurm-partition"),
+        ("sbatch: error: Invalid account or account/partition combination", "--sk-slurm-account"),
+        ("sbatch: error: Invalid qos specification", "--sk-slurm-qos"),
+        (
+            "sbatch: error: Requested time limit is invalid (missing or exceeds some limit)",
+            "--sk-slurm-time",
+        ),
+    ],
+)
+def test_an_sbatch_refusal_names_the_option_behind_it(stderr, option):
+    failed = RuntimeError(f"Could not make sbatch call.\nError: {stderr}\n")
+    refusal = explain_refusal(failed)
+    assert isinstance(refusal, ClusterError)
+    assert str(refusal).startswith(f"{option}: Slurm refused the job ({stderr})")
+    assert explain_refusal(RuntimeError("job 12 failed: KeyError")) is None
 
 
 def test_a_pytest_session_with_the_local_executor_reports_its_jobs(pytester, sk_pytest):

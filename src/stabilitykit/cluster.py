@@ -51,7 +51,6 @@ EXECUTORS = ("local", "slurm")
 #: Job logs, submission scripts and pickles: ``<sk-out>/<stage>/jobs/``.
 JOBS = "jobs"
 DEFAULT_TIME_MIN = 60
-DEFAULT_SLURM_GPUS = 1
 DEFAULT_MAX_TIMEOUTS = 3  # submitit's own default
 #: How often a local job checks that the process that submitted it is still there (seconds).
 WATCH_INTERVAL_S = 1.0
@@ -88,7 +87,7 @@ class ClusterOptions:
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_qos: str | None = None
-    slurm_gpus: int | None = None  # per job; None: 1 on Slurm
+    slurm_gpus: int | None = None  # per job; None: 1 for an arm on CUDA, else 0
     slurm_cpus: int | None = None  # per job; None: the partition's default
     slurm_time: int | None = None  # minutes; None: 60
     slurm_max_timeouts: int | None = None  # requeues after a time-out; None: 3
@@ -159,9 +158,46 @@ def check_available(executor: str) -> None:
         )
 
 
-def make_executor(options: Options, stage: str) -> Any:
+def job_gpus(cluster: ClusterOptions, device: str | None) -> int:
+    """GPUs per job: ``--sk-slurm-gpus`` when given, else what the arm trains on (1 on CUDA,
+    0 on the CPU: a request for a GPU that a CPU arm never uses is refused by a cluster without
+    GPUs, and wastes one on a cluster with them)."""
+    if cluster.slurm_gpus is not None:
+        return cluster.slurm_gpus
+    return 1 if (device or "cpu").startswith("cuda") else 0
+
+
+#: sbatch's refusals, by a fragment of its message, and the option that set what it refused.
+SBATCH_REFUSALS = (
+    ("generic resource", "--sk-slurm-gpus"),
+    ("gres", "--sk-slurm-gpus"),
+    ("account", "--sk-slurm-account"),  # before partition: "account/partition combination"
+    ("partition", "--sk-slurm-partition"),
+    ("qos", "--sk-slurm-qos"),
+    ("time limit", "--sk-slurm-time"),
+    ("cpu count", "--sk-slurm-cpus"),
+    ("cpus", "--sk-slurm-cpus"),
+)
+
+
+def explain_refusal(exc: BaseException) -> ClusterError | None:
+    """A :class:`ClusterError` naming the option behind sbatch's refusal in ``exc`` (submitit
+    raises sbatch's stderr as it is), ``None`` when ``exc`` is no sbatch refusal."""
+    text = str(exc)
+    if "sbatch: error" not in text:
+        return None
+    reason = text[text.index("sbatch: error") :].splitlines()[0]
+    lower = reason.lower()
+    for fragment, option in SBATCH_REFUSALS:
+        if fragment in lower:
+            return ClusterError(f"{option}: Slurm refused the job ({reason})")
+    return ClusterError(f"--sk-executor slurm: Slurm refused the job ({reason})")
+
+
+def make_executor(options: Options, stage: str, device: str | None = None) -> Any:
     """The submitit executor of ``options`` for ``stage``: Slurm (``AutoExecutor``) or local
-    subprocesses (``LocalExecutor``), with logs in ``<sk-out>/<stage>/jobs/``."""
+    subprocesses (``LocalExecutor``), with logs in ``<sk-out>/<stage>/jobs/``. ``device``: the
+    arm's (GPUs per job, :func:`job_gpus`); ``None``: the session's ``--sk-device``."""
     cluster = options.cluster
     executor = cluster.executor
     if executor not in EXECUTORS:
@@ -175,7 +211,7 @@ def make_executor(options: Options, stage: str) -> Any:
     time = cluster.slurm_time or DEFAULT_TIME_MIN
     if executor == "slurm":
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=timeouts)
-        gpus = DEFAULT_SLURM_GPUS if cluster.slurm_gpus is None else cluster.slurm_gpus
+        gpus = job_gpus(cluster, device or options.device)
         ex.update_parameters(
             timeout_min=time,
             gpus_per_node=gpus,
@@ -192,10 +228,7 @@ def make_executor(options: Options, stage: str) -> Any:
         )
         return ex
     ex = submitit.LocalExecutor(folder=folder, max_num_timeout=timeouts)
-    gpus = cluster.slurm_gpus
-    if gpus is None:  # the local executor hides every GPU it is not given
-        device = options.device or ""
-        gpus = 1 if device.startswith("cuda") else 0
+    gpus = job_gpus(cluster, device or options.device)  # it hides every GPU it is not given
     parameters: dict[str, Any] = {"timeout_min": time, "gpus_per_node": gpus}
     if cluster.slurm_signal_delay is not None:
         parameters["signal_delay_s"] = cluster.slurm_signal_delay
@@ -403,9 +436,16 @@ def submit_arm(task: ArmJob) -> Any:
     """Submit ``task`` as one job of its options' executor; the submitit job."""
     options = task.options
     _pickle_by_value(task)
-    executor = make_executor(options, task.stage)
-    executor.update_parameters(name=f"{task.stage}-{options.prepare(task.arm, task.replicate).id}")
-    return executor.submit(task)
+    prepared = options.prepare(task.arm, task.replicate)
+    executor = make_executor(options, task.stage, prepared.device)
+    executor.update_parameters(name=f"{task.stage}-{prepared.id}")
+    try:
+        return executor.submit(task)
+    except Exception as exc:  # submitit's FailedJobError carries sbatch's stderr
+        refusal = explain_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 def run_as_job(task: ArmJob) -> ArmResult:

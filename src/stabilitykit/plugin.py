@@ -87,8 +87,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sk-slurm-gpus",
         type=int,
         default=None,
-        help="GPUs per job (default 1 on Slurm; local: 1 under --sk-device cuda, else 0); "
-        "add --sk-device cuda to train on them",
+        help="GPUs per job (default: 1 for an arm on CUDA, else 0); add --sk-device cuda "
+        "to train on them",
     )
     group.addoption(
         "--sk-slurm-cpus", type=int, default=None, help="CPUs per job (Slurm's cpus-per-task)"
