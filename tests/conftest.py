@@ -18,9 +18,7 @@ WORKERS = 2
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     worker = hasattr(config, "workerinput") or "PYTEST_XDIST_WORKER" in os.environ
-    given = any(
-        a == "-n" or a.startswith(("-n", "--numprocesses")) for a in config.invocation_params.args
-    )
+    given = getattr(config.option, "numprocesses", None) is not None  # -n, also from addopts
     collect_only = config.getoption("collectonly", False)
     if config.pluginmanager.hasplugin("xdist") and not (worker or given or collect_only):
         config.option.numprocesses = WORKERS
