@@ -413,23 +413,17 @@ def current_job_id() -> str | None:
 
 def job_run(stage_dir: Path, arm: Arm, session: str, job: str) -> RunRecord | None:
     """The newest run under ``stage_dir`` of ``arm``, begun by ``job`` in ``session``."""
-    from stabilitykit.record.run_record import find_runs, read_record
+    from stabilitykit.record.run_record import newest_record
 
-    best = None
-    for path in find_runs(stage_dir):
-        try:
-            record = read_record(path)
-        except (ValueError, OSError):
-            continue
+    def keep(record: RunRecord) -> bool:
         tags = record.config.get("tags") or {}
-        if (
+        return (
             tags.get("session") == session
             and tags.get("job") == job
             and record.config.get("arm_hash") == arm.hash
-            and (best is None or (record.created, path.name) > (best.created, best.path.name))
-        ):
-            best = record
-    return best
+        )
+
+    return newest_record(stage_dir, keep)
 
 
 def submit_arm(task: ArmJob) -> Any:

@@ -170,7 +170,8 @@ def _config(
     model: torch.nn.Module | None,
     clipper: Clipper,
     tags: dict[str, str],
-    written: Arm | None = None,
+    written: Arm | None,
+    numerics: dict[str, Any],
 ) -> dict[str, Any]:
     describe = getattr(model, "describe", None)
     return {
@@ -193,10 +194,8 @@ def _config(
         "clipping": clipper.description,
         "hostname": platform.node(),
         # CPU kernels (oneDNN, MKL) are chosen per processor: numbers are exact per machine kind
-        "cpu": {
-            "machine": platform.machine(),
-            "capability": torch.backends.cpu.get_cpu_capability(),
-        },
+        # the kernels each CPU library runs, and a fingerprint of what the bits depend on
+        "numerics": numerics,
         "tags": tags,
         "code": code_under_test(type(arm.workload_impl)),
     }
@@ -502,9 +501,8 @@ def _run_arm(
                     workload.name, "build_model", f"expected an nn.Module, got {type(model)}"
                 )
             model = model.to(device)
-            config = _config(arm, data_hash, model, clipper, tags, written)
+            config = _config(arm, data_hash, model, clipper, tags, written, numerics_block)
             config["fast_path"] = fast.describe()
-            config["numerics"] = numerics_block
             if prior is not None:
                 config.update(created=prior.config.get("created"), resumes=resumes)
             writer.write_config(config)
@@ -534,8 +532,8 @@ def _run_arm(
         except Exception as exc:  # e.g. a model too large to build: a verdict, not a crash
             outcome = _failure(exc)
         if not (writer.path / "config.json").exists():
-            config = _config(arm, data_hash, model, clipper, tags, written)
-            writer.write_config({**config, "numerics": numerics_block})
+            config = _config(arm, data_hash, model, clipper, tags, written, numerics_block)
+            writer.write_config(config)
         metrics: dict[str, Any] = {}
         if outcome.status == "completed" and model is not None and setup is not None:
             try:

@@ -18,7 +18,12 @@ from stabilitykit.judge.verdict import VerdictKind
 from stabilitykit.names import STAGE_PREFIX as STAGE_PREFIX  # re-exported
 from stabilitykit.names import check_path_name
 from stabilitykit.numerics import check_mode, expected_mode
-from stabilitykit.record.run_record import RunRecord, find_runs, read_record, scan_runs
+from stabilitykit.record.run_record import (
+    RunRecord,
+    newest_record,
+    read_record,
+    scan_runs,
+)
 from stabilitykit.run import (
     ArmResult,
     check_device,
@@ -211,21 +216,18 @@ def find_resumable(stage_dir: Path, arm: Arm) -> Path | None:
     """The newest run folder under ``stage_dir`` that ``arm`` can resume (killed or interrupted,
     same arm and code; one without a usable checkpoint starts afresh in its folder), else
     ``None``: the arm then runs afresh in a new folder."""
-    best: tuple[Any, Path] | None = None
-    for path in find_runs(stage_dir):
-        try:
-            record = read_record(path)
-        except (ValueError, OSError):
-            continue
+
+    def keep(record: RunRecord) -> bool:
         if record.config.get("arm_hash") != arm.hash:
-            continue
+            return False
         try:
-            check_resume(path, arm)
+            check_resume(record.path, arm)
         except ValueError:
-            continue
-        if best is None or (record.created, path.name) > (best[0], best[1].name):
-            best = (record.created, path)
-    return best[1] if best is not None else None
+            return False
+        return True
+
+    found = newest_record(stage_dir, keep)
+    return found.path if found is not None else None
 
 
 def check_expect(expect: Any) -> str | None:
@@ -247,25 +249,20 @@ def find_cached(
     ``numerics`` would have (``labelled``: under the arm's name and sweep too); unreadable
     records are passed over."""
     mode = expected_mode(numerics, arm.device)
-    best: RunRecord | None = None
-    for path in find_runs(stage_dir):
-        try:
-            record = read_record(path)
-        except (ValueError, OSError):
-            continue
+
+    def keep(record: RunRecord) -> bool:
         cfg = record.config
-        if (
+        return (
             record.complete
             and record.verdict.kind is not VerdictKind.INTERRUPTED
             and cfg.get("arm_hash") == arm.hash
             and cfg.get("code_fingerprint") == code_fingerprint()
             and (cfg.get("numerics") or {}).get("mode") == mode
             and (not labelled or _same_label(record, arm))
-            and (best is None or (record.created, path.name) > (best.created, best.path.name))
             and _loads(record)
-        ):
-            best = record
-    return best
+        )
+
+    return newest_record(stage_dir, keep)
 
 
 def _same_label(record: RunRecord, arm: Arm) -> bool:

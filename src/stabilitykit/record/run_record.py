@@ -31,6 +31,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -512,3 +513,19 @@ def find_runs(root: str | os.PathLike) -> list[Path]:
     """Run folders (holding a ``config.json``) under ``root``, sorted by path (symlinks are not
     followed; :func:`scan_runs` also says what was left out)."""
     return scan_runs(root)[0]
+
+
+def newest_record(root: str | os.PathLike, keep: Callable[[RunRecord], bool]) -> RunRecord | None:
+    """The newest readable record under ``root`` (by :attr:`RunRecord.created`, then folder
+    name) that ``keep`` accepts; unreadable folders are passed over. ``None`` when there is
+    none."""
+    best: RunRecord | None = None
+    for path in find_runs(root):
+        try:
+            record = read_record(path)
+        except (ValueError, OSError):
+            continue
+        newer = best is None or (record.created, path.name) > (best.created, best.path.name)
+        if newer and keep(record):
+            best = record
+    return best
