@@ -30,7 +30,7 @@ from stabilitykit.workloads.gridlines.study import DEEP_CONTROL
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="full", choices=("smoke", "ci", "full"))
+    parser.add_argument("--scale", default="full", choices=("smoke", "proxy", "ci", "full"))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     arm = apply_scale(DEEP_CONTROL, args.scale)

@@ -130,7 +130,7 @@ def harness_loop(arm, data, out, layer_every: int | None = None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="ci", choices=("smoke", "ci", "full"))
+    parser.add_argument("--scale", default="ci", choices=("smoke", "proxy", "ci", "full"))
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

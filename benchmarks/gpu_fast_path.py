@@ -65,7 +65,7 @@ def ms_per_step(arm, data, fast: FastPath, steps: int, warmup: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="full", choices=("smoke", "ci", "full"))
+    parser.add_argument("--scale", default="full", choices=("smoke", "proxy", "ci", "full"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)

@@ -6,7 +6,8 @@ at the bottom); each run of the same command adds one value per family inside it
 (bisection) and trains only the new points, until every bracket is within a factor of 1.25.
 A point past the edge shows as xfailed with its verdict. Not selected by ``-m stage_darcy``::
 
-    pytest benchmarks/test_frontier_darcy.py -m stage_frontier_darcy --sk-seeds 3 -n 2
+    pytest benchmarks/test_frontier_darcy.py -m stage_frontier_darcy --sk-scale proxy \
+        --sk-seeds 3 -n 2
 """
 
 from pathlib import Path

@@ -7,7 +7,8 @@ inside); each run of the same command adds one value per family inside its brack
 and trains only the new points, until every bracket is within a factor of 1.25. A point past
 the edge shows as xfailed with its verdict. Not selected by the CI's gate commands::
 
-    pytest benchmarks/test_frontier_gridlines.py -m stage_frontier_gridlines --sk-seeds 3 -n 2
+    pytest benchmarks/test_frontier_gridlines.py -m stage_frontier_gridlines --sk-scale proxy \
+        --sk-seeds 3 -n 2
 """
 
 from pathlib import Path

@@ -24,6 +24,12 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.numprocesses = WORKERS
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slurm`` first: they wait on jobs (a requeue, a time limit) more than
+    they compute, so their waits overlap with the rest of the suite on the other worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)  # stable: order kept
+
+
 @pytest.fixture(scope="session")
 def _libraries_loaded():
     """Everything a stabilitykit session imports, imported once per process. pytester's
@@ -45,8 +51,9 @@ def _libraries_loaded():
 
 @pytest.fixture
 def sk_pytest(pytester, tmp_path_factory, monkeypatch, _libraries_loaded):
-    """``sk_pytest(*args, subprocess=False) -> RunResult``: a pytest session in
-    ``pytester.path`` at smoke scale, with a data cache shared by this process's tests.
+    """``sk_pytest(*args, subprocess=False, plots=False) -> RunResult``: a pytest session in
+    ``pytester.path`` at smoke scale, with a data cache shared by this process's tests, and
+    without the stage reports' plots unless ``plots`` (``--sk-no-plots``).
 
     In this process by default (pytester's ``runpytest_inprocess``: seconds faster, torch is
     already loaded). ``subprocess=True`` for a session that needs a process of its own: xdist
@@ -57,9 +64,11 @@ def sk_pytest(pytester, tmp_path_factory, monkeypatch, _libraries_loaded):
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
 
-    def run(*args: str, subprocess: bool = False) -> pytest.RunResult:
+    def run(*args: str, subprocess: bool = False, plots: bool = False) -> pytest.RunResult:
         argv = ["--sk-scale", "smoke", "--sk-cache", str(cache), "-p", "no:cacheprovider"]
         argv += ["-p", "no:hypothesispytest", *args]
+        if not plots:  # a second of matplotlib per session; the tests that read plots ask
+            argv.append("--sk-no-plots")
         if subprocess:
             return pytester.runpytest_subprocess(*argv)
         return pytester.runpytest_inprocess(*argv)

@@ -214,6 +214,27 @@ def test_merge_joins_shards_once(tmp_path, capsys):
     assert {p.name for p in (stage / "plots").iterdir()} >= {"losses.png", "grad_norms.png"}
 
 
+def test_merge_and_report_keep_two_arms_a_scale_made_one_hash(tmp_path, capsys):
+    """Darcy's ``deep`` is its ``control`` at smoke (both 2 blocks): a session reports both, and
+    so does the merge of its shards."""
+    pytest.importorskip("stabilitykit.report.terminal")
+    one, two = tmp_path / "shard1", tmp_path / "shard2"
+    write_run(one)
+    write_run(two, CONTROL.replace(name="deep"), amp_ssim=0.5)
+    out = tmp_path / "merged"
+    assert main(["merge", str(one), str(two), "--out", str(out), "--stage", "stage_a"]) == 0
+    rows = json.loads((out / "stage_a" / "stage_a_metrics.json").read_text())["rows"]
+    both = [("control", 0.9), ("deep", 0.5)]
+    assert sorted((r["arm_name"], r["amp_ssim"]) for r in rows) == both
+    # `report` on one session's folder keeps both too (write_run: one session, "test")
+    session = tmp_path / "session"
+    write_run(session)
+    write_run(session, CONTROL.replace(name="deep"), amp_ssim=0.5)
+    assert main(["report", str(session), "--out", str(tmp_path / "report")]) == 0
+    rows = json.loads((tmp_path / "report" / "stage_a_metrics.json").read_text())["rows"]
+    assert sorted((r["arm_name"], r["amp_ssim"]) for r in rows) == both
+
+
 # --- hostile input ------------------------------------------------------------------------------
 
 
@@ -370,8 +391,14 @@ def test_an_unfinished_run_folder_is_a_named_skip(tmp_path, capsys):
     assert main(["compare", str(runs), str(runs)]) == 0
 
 
-NEWER = {"created": "2026-01-02T00:00:00.000000+00:00"}
-OLDER = {"created": "2026-01-01T00:00:00.000000+00:00"}
+NEWER = {
+    "created": "2026-01-02T00:00:00.000000+00:00",
+    "tags": {"stage": "stage_a", "session": "second"},
+}
+OLDER = {
+    "created": "2026-01-01T00:00:00.000000+00:00",
+    "tags": {"stage": "stage_a", "session": "first"},
+}
 
 
 def test_the_newest_run_is_the_last_created_not_the_last_by_name(tmp_path, capsys):

@@ -2,13 +2,17 @@
 subprocesses): a job's record equals an in-process run's, a preempted job is requeued and
 continues its own run from the last epoch checkpoint, bad options are named."""
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -348,3 +352,327 @@ def test_a_local_job_whose_submitter_is_gone_stops_as_interrupted_and_resumes(tm
     assert record.verdict.kind is VerdictKind.INTERRUPTED
     assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
     assert find_resumable(tmp_path / "out" / "stage_x", options.prepare(ARM)) == folder
+
+
+# --- on a real Slurm ---------------------------------------------------------------------------
+# A one-node cluster on this machine: `bash benchmarks/slurm/cluster.sh up` (as root). The tests
+# below are marked `slurm` and skip, saying how to bring one up, when no Slurm answers here.
+
+REPO = Path(__file__).resolve().parents[1]
+#: How long a job may wait in the queue and run before a test gives up on it (seconds).
+SLURM_WAIT_S = 240
+#: A run folder's name ends with its start time and a random suffix; the rest is the arm's id.
+RUN_SUFFIX = re.compile(r"-\d{8}T\d+Z-[0-9a-f]{6}")
+
+
+def _slurm_down() -> str | None:
+    """Why no Slurm can take jobs here, ``None`` when its controller answers."""
+    if shutil.which("sbatch") is None:
+        return "no Slurm here ('sbatch' is not on PATH)"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"no Slurm controller answers ({exc})"
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        return f"no Slurm controller answers ({(ping.stdout or ping.stderr).strip()})"
+    return None
+
+
+SLURM_DOWN = _slurm_down()
+on_slurm = pytest.mark.skipif(
+    SLURM_DOWN is not None,
+    reason=f"{SLURM_DOWN}; bring a one-node cluster up with `bash benchmarks/slurm/cluster.sh up`",
+)
+
+
+def _queue(workdir):
+    """``{job id: state}`` of the queued or running jobs submitted from ``workdir``."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%T|%Z"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    return {job: state for job, state, where in rows if Path(where) == Path(workdir)}
+
+
+def _sacct_states(job_id):
+    """The states of ``job_id``'s allocations, oldest first (a requeue leaves one per run)."""
+    out = subprocess.run(
+        ["sacct", "-j", str(job_id), "-X", "-D", "-n", "-P", "-o", "State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _until(condition, what, timeout=SLURM_WAIT_S, session=None):
+    """Wait for ``condition``; fail after ``timeout`` s, or when ``session`` (a Popen) ends."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if session is not None and session.poll() is not None:
+            pytest.fail(f"{what}: the session ended first (exit code {session.returncode})")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s; squeue:\n{_squeue_all()}")
+        time.sleep(0.5)
+
+
+def _squeue_all():
+    return subprocess.run(["squeue"], capture_output=True, text=True).stdout
+
+
+def _session_env(**extra):
+    """This process's environment for a nested session: not an xdist worker, this venv first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env.pop("PYTEST_ADDOPTS", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def _stage_session(out, cache, *extra):
+    """``pytest benchmarks -m stage_darcy`` at smoke under ``-n 2``, in the repository."""
+    argv = [sys.executable, "-m", "pytest", "benchmarks", "-m", "stage_darcy"]
+    argv += ["--sk-scale", "smoke", "-n", "2", "--sk-out", str(out), "--sk-cache", str(cache)]
+    argv += ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", *extra]
+    done = subprocess.run(argv, cwd=REPO, env=_session_env(), capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]  # 1: verdicts
+    return done
+
+
+def _by_arm(stage_dir):
+    """``{arm id: run folder}`` of a stage's runs."""
+    return {RUN_SUFFIX.sub("", p.name): p for p in (stage_dir / "runs").iterdir()}
+
+
+def _record_numbers(folder):
+    """What a run computed: metrics, verdict, every logged step, the epoch history (untimed)
+    and its stats (untimed)."""
+    record = read_record(folder)
+    return {
+        "metrics": record.metrics,
+        "verdict": record.verdict,
+        "steps": _steps(folder),
+        "history": _untimed(record.history),
+        "stats": {k: v for k, v in record.stats.items() if k not in VOLATILE},
+    }
+
+
+def _assert_same_stage(a, b):
+    """Two stage folders hold the same runs, number for number, and the same summary (up to the
+    run folders' names and the training times)."""
+    runs_a, runs_b = _by_arm(a), _by_arm(b)
+    assert sorted(runs_a) == sorted(runs_b)
+    for arm in runs_a:
+        assert _record_numbers(runs_a[arm]) == _record_numbers(runs_b[arm]), arm
+    summary = [RUN_SUFFIX.sub("", (d / "summary.md").read_text()) for d in (a, b)]
+    assert summary[0] == summary[1]
+
+
+@pytest.fixture(scope="module")
+def darcy_smoke_session(tmp_path_factory):
+    """The Darcy stage at smoke, a local session under ``-n 2``: the reference (read only)."""
+    here = tmp_path_factory.mktemp("local-session")
+    _stage_session(here / "out", here / "cache")
+    return here / "out" / "stage_darcy"
+
+
+@pytest.mark.slurm
+@on_slurm
+def test_a_stage_through_slurm_under_xdist_equals_a_local_session(tmp_path, darcy_smoke_session):
+    done = _stage_session(tmp_path / "out", tmp_path / "cache", "--sk-executor", "slurm")
+
+    stage = tmp_path / "out" / "stage_darcy"
+    _assert_same_stage(stage, darcy_smoke_session)
+    for folder in _by_arm(stage).values():  # each arm ran as a Slurm job, and it says which
+        job = json.loads((folder / "config.json").read_text())["tags"]["job"]
+        assert _sacct_states(job) == ["COMPLETED"]
+        assert (stage / "jobs" / f"{job}_0_log.out").exists()
+    assert "stage_darcy: report written" in done.stdout
+    assert not list((stage / "jobs").glob("*.heartbeat"))  # each removed when its job ended
+
+
+@pytest.mark.slurm
+@on_slurm
+def test_a_job_slurm_requeues_mid_run_ends_with_an_uninterrupted_runs_numbers(
+    tmp_path, cache, whole
+):
+    options = _options(tmp_path, cache, executor="slurm")
+    paused = tmp_path / "paused"
+
+    def progress(step, total, info):
+        # the first run waits mid epoch 3 for the requeue; the requeued one passes through
+        if step == STOP_AT and not paused.exists():
+            paused.touch()
+            time.sleep(SLURM_WAIT_S)  # Slurm's SIGTERM ends it in here
+
+    job = submit_arm(
+        ArmJob(
+            ARM,
+            "stage_x",
+            options,
+            train=run_in_stage,
+            criteria=DEFAULT_CRITERIA,
+            progress=progress,
+        )
+    )
+    _wait_for(paused, job)
+    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
+    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+
+    result = job_result(job, options, "stage_x")
+
+    assert result.run_dir == folder  # the same run folder, no second one
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    (entry,) = result.stats["resumes"]
+    assert (entry["from_epoch"], entry["from_step"]) == (2, 6)
+    _assert_same_numbers(result, whole)
+    _until(lambda: _sacct_states(job.job_id)[-1] != "RUNNING", "the job's end in sacct", 30)
+    assert _sacct_states(job.job_id) == ["REQUEUED", "COMPLETED"]
+    assert "Slurm stops this job" in job.stderr()
+
+
+@pytest.mark.slurm
+@on_slurm
+def test_a_job_past_its_time_limit_leaves_an_interrupted_record_that_resume_finishes(
+    tmp_path, cache, whole
+):
+    options = dataclasses.replace(
+        _options(tmp_path, cache),
+        cluster=ClusterOptions("slurm", slurm_time=1, slurm_max_timeouts=0),
+    )
+    paused = tmp_path / "paused"
+
+    def progress(step, total, info):
+        if step == STOP_AT and not paused.exists():
+            paused.touch()
+            time.sleep(SLURM_WAIT_S)  # the time limit (1 min) ends it in here
+
+    job = submit_arm(
+        ArmJob(
+            ARM,
+            "stage_x",
+            options,
+            train=run_in_stage,
+            criteria=DEFAULT_CRITERIA,
+            progress=progress,
+        )
+    )
+    job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
+    with pytest.raises(ClusterError, match=r"reached its time limit \(1 min, --sk-slurm-time\)"):
+        job_result(job, options, "stage_x")
+
+    assert _sacct_states(job.job_id) == ["TIMEOUT"]
+    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
+    record = read_record(folder)  # readable, and it says what happened
+    assert record.complete and record.verdict.kind is VerdictKind.INTERRUPTED
+    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+
+    # --sk-resume, through Slurm again: the run continues in its folder to the full numbers
+    resumed = run_in_stage(ARM, "stage_x", dataclasses.replace(options, resume=True))
+    assert resumed.run_dir == folder
+    assert resumed.stats["resumes"][0]["from_epoch"] == 2
+    _assert_same_numbers(resumed, whole)
+
+
+@pytest.mark.slurm
+@on_slurm
+def test_the_job_array_recipe_runs_as_documented_and_merges_to_the_single_session(
+    tmp_path, darcy_smoke_session
+):
+    results = tmp_path / "results"
+    results.mkdir()
+    env = _session_env(
+        SK_STAGE="stage_darcy",
+        SK_SCALE="smoke",
+        SK_DEVICE="cpu",
+        SK_RESULTS=str(results),
+        STABILITYKIT_CACHE=str(tmp_path / "cache"),
+    )
+    # docs/long-runs.md: sbatch --wait, then stabilitykit merge (no GPU here: no --gres)
+    sbatch = [
+        "sbatch",
+        "--wait",
+        f"--output={results}/%x-%A_%a.out",
+        "benchmarks/slurm/stage.sbatch",
+    ]
+    done = subprocess.run(sbatch, cwd=REPO, env=env, capture_output=True, text=True)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(results.glob("*.out")))
+    assert done.returncode == 0, done.stdout + done.stderr + logs
+    shards = sorted(results.glob("stage_darcy/shard-*"))
+    assert [p.name for p in shards] == [f"shard-{i}" for i in range(1, 5)]
+    merge = ["stabilitykit", "merge", *map(str, shards)]
+    merge += ["--out", str(results / "merged"), "--stage", "stage_darcy"]
+    subprocess.run(merge, cwd=REPO, env=env, check=True, capture_output=True)
+
+    _assert_same_stage(results / "merged" / "stage_darcy", darcy_smoke_session)
+
+
+KILLED_SESSION = """
+import pytest
+from stabilitykit import Arm
+from stabilitykit.arm import apply_scale
+from stabilitykit.judge.criteria import Finite
+
+# smoke-sized, thousands of epochs (run as written): still training when the session is stopped
+ARM = apply_scale(Arm(workload="darcy"), "smoke").replace(epochs=5000)
+
+@pytest.mark.stability
+@pytest.mark.stage_a
+@pytest.mark.parametrize("name", ["first", "second"])
+def test_arm(run_arm, name):
+    run_arm(ARM.replace(name=name), criteria=(Finite(),))
+"""
+
+
+@pytest.mark.slurm
+@on_slurm
+@pytest.mark.parametrize(
+    ("stop", "workers"),
+    [
+        ("kill -9", 2),  # the orphaned xdist workers cancel their jobs
+        ("kill -9", 0),  # no process is left: the jobs see the heartbeat stop
+        ("ctrl-c", 2),  # the workers cancel their jobs
+    ],
+)
+def test_a_stopped_session_leaves_no_job_in_the_queue(pytester, stop, workers):
+    pytester.makepyfile(test_killed=KILLED_SESSION)
+    argv = [sys.executable, "-m", "pytest", "test_killed.py", "-n", str(workers)]
+    argv += ["--sk-scale", "none"]
+    argv += ["--sk-executor", "slurm", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    env = _session_env(STABILITYKIT_SUBMITTER_TIMEOUT_S="10")
+    log = (pytester.path / "session.log").open("w")
+    session = subprocess.Popen(
+        argv,
+        cwd=pytester.path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        runs = pytester.path / "reports" / "stage_a" / "runs"
+        _until(
+            lambda: (
+                list(_queue(pytester.path).values()).count("RUNNING") == max(workers, 1)
+                and runs.is_dir()
+                and len(list(runs.glob("*/checkpoints/*"))) >= max(workers, 1)
+            ),
+            "both jobs training",
+            session=session,
+        )
+        jobs = sorted(_queue(pytester.path))
+        if stop == "kill -9":
+            os.kill(session.pid, signal.SIGKILL)  # the session only: its xdist workers live on
+        else:
+            os.killpg(session.pid, signal.SIGINT)  # what Ctrl-C sends the foreground group
+        _until(lambda: not _queue(pytester.path), "the session's jobs gone from squeue", 60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(session.pid, signal.SIGKILL)
+        session.wait()
+        log.close()
+    for job in jobs:
+        assert _sacct_states(job)[-1] in ("CANCELLED", "FAILED")
+    for folder in runs.iterdir():  # each run stopped as interrupted, resumable
+        assert read_record(folder).verdict.kind is VerdictKind.INTERRUPTED

@@ -151,3 +151,24 @@ def test_the_known_edge_of_gradient_descent_is_found_within_the_factor(tmp_path)
     assert 1 / 1.25 < item.boundary.estimate / truth < 1.25
     fine_grid = math.floor(math.log(100) / math.log(1.25)) + 1  # the same range at 1.25
     assert len(second) == len(list((stage_dir / "runs").iterdir())) == 10 < fine_grid == 21
+
+
+def test_a_family_failing_at_every_value_is_extended_once_then_left_unbracketed(tmp_path):
+    """Gradient descent above 2/L diverges at every lr swept: one extension below (three values
+    at the sweep's ratio, all still above 2/L), then nothing more, and the report says why."""
+    options = StudyOptions(scale="none", out=tmp_path / "reports", cache_dir=tmp_path / "cache")
+    stage_dir = options.stage_dir("stage_f")
+    coarse = sweep(GD, "lr", [2.0, 4.0])
+    assert critical_lr() < 0.25  # the extension's lowest value still diverges
+
+    def run(points):
+        return [run_in_stage(p, "stage_f", options, criteria=CRITERIA) for p in points]
+
+    run(coarse)
+    extended = refine(coarse, stage_dir, scale="none")
+    assert sorted(p.lr for p in extended) == [0.25, 0.5, 1.0, 2.0, 4.0]
+    results = run(extended)
+    assert refine(coarse, stage_dir, scale="none") == extended  # nothing more to train
+    item = frontiers([metrics_row(r.record) for r in results])[0]
+    assert not item.boundary.bracketed
+    assert "no lr swept had a failure rate below 1/2" in item.boundary.reason

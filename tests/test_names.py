@@ -31,7 +31,7 @@ def test_stage_names_that_could_leave_a_folder_are_refused(stage):
 
 def test_scale_names():
     assert all(check_path_name("scale", s) == s for s in PATH_SCALES)
-    assert PATH_SCALES == ("smoke", "ci", "full", "custom")
+    assert PATH_SCALES == ("smoke", "proxy", "ci", "full", "custom")
     for bad in ("../../y", "none", "CI", "ci/..", ""):
         with pytest.raises(ValueError, match=r"the runs' scale: got .*; allowed: one of"):
             check_path_name("scale", bad, "the runs' scale")

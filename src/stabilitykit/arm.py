@@ -28,7 +28,7 @@ from stabilitykit.workload import Scale, Workload, fingerprint, get_workload, sp
 OPTIMIZERS = ("adam", "adamw", "sgd")
 CLIP_ALGORITHMS = ("none", "norm", "value", "agc", "agc_unit")
 SCHEDULERS = ("constant", "warmup_cosine", "plateau", "step")
-SCALES = ("smoke", "ci", "full")
+SCALES = ("smoke", "proxy", "ci", "full")
 #: The scale that runs every arm as written (recorded as the arm's own ``scale``, "custom").
 AS_WRITTEN = "none"
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")

@@ -233,11 +233,17 @@ def _stage_of(record: RunRecord) -> str | None:
 
 
 def _stage_records(
-    records: list[RunRecord], stage: str | None, root: Path
+    records: list[RunRecord], stage: str | None, root: Path, *, by_name: bool = False
 ) -> tuple[str, list[RunRecord], list[str]]:
     """The stage (given, else from the records' tags, else the folder's name when it is a stage
-    name), its records (the newest run of each arm hash, by creation time) and notes on what
-    was left out."""
+    name), its records and notes on what was left out.
+
+    Per arm hash, the newest run (by creation time) of each arm name in the newest session that
+    ran that hash: a renamed arm is one arm (its old name's runs, from an older session, are
+    left out), while two names that one session ran are two arms even where a scale makes them
+    one hash, as the session's own report keeps them (Darcy's ``deep`` and ``control`` at
+    smoke). ``by_name`` (the shards of one study, ``merge``: one session each): every name's
+    newest run, whatever its session."""
     if stage is None:
         stage = _only({_stage_of(r) for r in records}, "stage", root)
     if stage is None:
@@ -253,20 +259,36 @@ def _stage_records(
     notes = []
     if len(mine) < len(records):
         notes.append(f"left out {len(records) - len(mine)} run(s) of other stages")
-    newest: dict[str, RunRecord] = {}
+
+    def order(r: RunRecord) -> tuple[bool, str, str]:
+        return (r.complete, r.created, r.path.name)
+
+    def name_of(r: RunRecord) -> Any:
+        arm = r.config.get("arm")
+        return arm.get("name") if isinstance(arm, dict) else None
+
+    def session_of(r: RunRecord) -> Any:
+        tags = r.config.get("tags")
+        return tags.get("session") if isinstance(tags, dict) else None
+
+    groups: dict[str, list[RunRecord]] = {}
     for r in mine:
-        key = r.config.get("arm_hash") or str(r.path)
-        old = newest.get(key)
-        if old is None or (r.complete, r.created, r.path.name) > (
-            old.complete,
-            old.created,
-            old.path.name,
-        ):
-            newest[key] = r
-    if len(newest) < len(mine):
-        notes.append(f"left out {len(mine) - len(newest)} older run(s) of the same arms")
-    kept = sorted(newest.values(), key=lambda r: r.path.name)
-    return stage, kept, notes
+        groups.setdefault(r.config.get("arm_hash") or str(r.path), []).append(r)
+    kept: list[RunRecord] = []
+    for group in groups.values():
+        latest = max(group, key=order)
+        if not by_name:
+            session = session_of(latest)
+            group = [r for r in group if session is not None and session_of(r) == session]
+            group = group or [latest]
+        newest: dict[Any, RunRecord] = {}
+        for r in group:
+            if name_of(r) not in newest or order(r) > order(newest[name_of(r)]):
+                newest[name_of(r)] = r
+        kept += newest.values()
+    if len(kept) < len(mine):
+        notes.append(f"left out {len(mine) - len(kept)} older run(s) of the same arms")
+    return stage, sorted(kept, key=lambda r: r.path.name), notes
 
 
 def _render_report(
@@ -376,7 +398,7 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     records, more = read_records(runs_dir, strict=False)
-    stage, records, notes = _stage_records(records, stage, stage_dir)
+    stage, records, notes = _stage_records(records, stage, stage_dir, by_name=True)
     warnings = list(dict.fromkeys(warnings + more))  # an input may be the output folder
     _render_report(stage, records, stage_dir, warnings, notes, console)
     return EXIT_OK

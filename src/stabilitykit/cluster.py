@@ -6,9 +6,15 @@ it; the job trains the arm into the session's ``--sk-out`` with the session's ta
 report and the gate read its record as if it had been trained in the pytest process. Parallelism
 comes from pytest-xdist: ``-n 8`` keeps 8 jobs in flight.
 
-A local job watches the process that submitted it: when that process is gone (``kill -9`` of
-pytest), the job stops its run as interrupted, as Ctrl-C would, so that it writes nothing more
-into ``--sk-out`` and ``--sk-resume`` continues the run.
+A job watches the pytest process that submitted it. That process rewrites a heartbeat file in
+``<sk-out>/<stage>/jobs/`` every few seconds while it waits; when the file stops changing for
+:data:`SUBMITTER_TIMEOUT_S` (``kill -9`` of pytest, a lost login node), or, for a local job, when
+the process is gone, the job stops its run as interrupted, as Ctrl-C would: it writes nothing
+more into ``--sk-out``, the job ends, and ``--sk-resume`` continues the run. Ctrl-C on pytest
+cancels the jobs it waits for.
+
+Slurm's own stop (the time limit, ``scancel``, a requeue) sends SIGTERM: the job stops its run as
+interrupted too, within Slurm's KillWait, so the record stays readable and resumable.
 
 A job that is preempted or reaches its time limit gets submitit's signal (USR2,
 ``--sk-slurm-signal-delay`` seconds before the end), is requeued with the same job id, and
@@ -29,6 +35,8 @@ import shutil
 import signal
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +60,14 @@ EXECUTORS = ("local", "slurm")
 JOBS = "jobs"
 DEFAULT_TIME_MIN = 60
 DEFAULT_MAX_TIMEOUTS = 3  # submitit's own default
-#: How often a local job checks that the process that submitted it is still there (seconds).
+#: How often a job checks that the process that submitted it is still there (seconds).
 WATCH_INTERVAL_S = 1.0
+#: A job whose submitter's heartbeat has not changed for this long stops its run (seconds);
+#: ``STABILITYKIT_SUBMITTER_TIMEOUT_S`` in the submitter's environment sets another. Generous,
+#: because a shared file system may show a file's new content only after its attribute cache
+#: (up to a minute on NFS) expires.
+SUBMITTER_TIMEOUT_S = 120.0
+SUBMITTER_TIMEOUT_ENV = "STABILITYKIT_SUBMITTER_TIMEOUT_S"
 INSTALL = "pip install 'stabilitykit[cluster]'"
 #: A Slurm partition, account or QOS name (a partition may be a comma-separated list).
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*(,[A-Za-z0-9_][A-Za-z0-9_.:+-]*)*$")
@@ -269,17 +283,26 @@ class ArmJob:
         self.replicate = replicate
         self.expect = expect
         self.progress = progress if callable(progress) else False  # no terminal in a job
-        # a local job ends with the process that submitted it (a Slurm job outlives a login)
+        # a job ends with the pytest process that submitted it: a local job watches its pid,
+        # every job the heartbeat it writes while it waits (a Slurm job may run on another node)
         self.submitter = os.getpid() if options.cluster.executor == "local" else None
         self.watch_interval = WATCH_INTERVAL_S
+        self.heartbeat = job_folder(options, stage) / f"{uuid.uuid4().hex}.heartbeat"
+        self.submitter_timeout = submitter_timeout()
         workload = type(arm.workload_impl)  # registered here; the job registers it again
         self.workload = (workload.__module__, workload.__qualname__)
 
     def __call__(self) -> ArmResult:
-        submitter = getattr(self, "submitter", None)  # None in a job pickled by an older version
-        if submitter is None:
-            return self._run()
-        with watching_submitter(submitter, getattr(self, "watch_interval", WATCH_INTERVAL_S)):
+        # getattr: a job pickled by an older version has neither
+        with (
+            watching_submitter(
+                getattr(self, "submitter", None),
+                getattr(self, "watch_interval", WATCH_INTERVAL_S),
+                heartbeat=getattr(self, "heartbeat", None),
+                timeout=getattr(self, "submitter_timeout", SUBMITTER_TIMEOUT_S),
+            ),
+            stopping_on_slurm_signals(),
+        ):
             return self._run()
 
     def _run(self) -> ArmResult:
@@ -354,33 +377,146 @@ class ArmJob:
         return DelayedSubmission(self, *args, **kwargs)
 
 
+def submitter_timeout() -> float:
+    """:data:`SUBMITTER_TIMEOUT_S`, or ``STABILITYKIT_SUBMITTER_TIMEOUT_S`` (seconds > 0)."""
+    value = os.environ.get(SUBMITTER_TIMEOUT_ENV)
+    if value is None:
+        return SUBMITTER_TIMEOUT_S
+    try:
+        timeout = float(value)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0 or timeout == float("inf"):
+        raise ValueError(f"{SUBMITTER_TIMEOUT_ENV}: got {value!r}; allowed: seconds > 0")
+    return timeout
+
+
+class Heartbeat:
+    """The submitter's side of the watch: rewrites ``path`` with a new count every ``interval``
+    seconds, from a daemon thread, until :meth:`stop` (which removes the file). A process that
+    dies stops beating with it. An xdist worker outlives a ``kill -9`` of its session (it is
+    orphaned, and its test goes on): a worker whose parent is gone stops beating and cancels
+    ``job`` (set once submitted), so the session's jobs end at once."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self.count = 0
+        self.job: Any = None
+        self._stop = threading.Event()
+        self._parent = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.beat()  # before the job can start
+        self._thread = threading.Thread(target=self._run, name="stabilitykit-heartbeat")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def beat(self) -> None:
+        self.count += 1
+        # in place, not renamed: an NFS client sees new content when it next opens the file;
+        # a full disk: the job sees no beat and stops
+        with contextlib.suppress(OSError), open(self.path, "w") as f:
+            f.write(f"{os.getpid()} {self.count}\n")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._parent is not None and os.getppid() != self._parent:
+                print(
+                    "stabilitykit: the pytest session of this xdist worker is gone; cancelling "
+                    f"job {getattr(self.job, 'job_id', '?')} (--sk-resume continues its run)",
+                    file=sys.stderr,
+                )
+                if self.job is not None:
+                    with contextlib.suppress(Exception):
+                        self.job.cancel(check=False)
+                return
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+#: The heartbeats of the jobs this process submitted and waits for, by job id.
+_HEARTBEATS: dict[str, Heartbeat] = {}
+
+
+def _beat_interval(timeout: float) -> float:
+    return min(5.0, timeout / 5)
+
+
+class _HeartbeatWatch:
+    """The job's side: the heartbeat is stale when its content has not changed for ``timeout``
+    seconds of this process's clock (so the two machines' clocks never meet), counted from the
+    job's start when the file is not there."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        self.last = self._read()
+        self.since = time.monotonic()
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except OSError:
+            return None
+
+    def stale(self) -> bool:
+        now, content = time.monotonic(), self._read()
+        if content is not None and content != self.last:
+            self.last, self.since = content, now
+        return now - self.since > self.timeout
+
+
 @contextlib.contextmanager
-def watching_submitter(pid: int, interval: float = WATCH_INTERVAL_S) -> Iterator[None]:
-    """For the block, watch process ``pid`` from a daemon thread every ``interval`` seconds;
-    when it is gone (this process's parent no longer, or no such process), send SIGINT to the
+def watching_submitter(
+    pid: int | None,
+    interval: float = WATCH_INTERVAL_S,
+    *,
+    heartbeat: Path | None = None,
+    timeout: float = SUBMITTER_TIMEOUT_S,
+) -> Iterator[None]:
+    """For the block, watch the submitter from a daemon thread every ``interval`` seconds:
+    process ``pid`` (a local job's; ``None``: not watched) and the ``heartbeat`` file it rewrites
+    (``None``: not watched). When the process is gone (this process's parent no longer, or no
+    such process) or the heartbeat has not changed for ``timeout`` seconds, send SIGINT to the
     main thread, as Ctrl-C does: a run in training ends ``interrupted``, resumable. Enter it in
     the main thread: a SIGINT that the process ignores (a job started from a background shell
     inherits that) raises ``KeyboardInterrupt`` for the block."""
+    if pid is None and heartbeat is None:
+        yield
+        return
     stop = threading.Event()
-    child = os.getppid() == pid  # then a new parent (init, a subreaper) says it is gone
+    child = pid is not None and os.getppid() == pid  # then a new parent says it is gone
+    beats = _HeartbeatWatch(heartbeat, timeout) if heartbeat is not None else None
 
-    def gone() -> bool:
-        if child:
-            return os.getppid() != pid
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # there, owned by another user
-            return False
-        return False
+    def why_gone() -> str | None:
+        if pid is not None:
+            if child:
+                if os.getppid() != pid:
+                    return f"the process that submitted this job (pid {pid}) is gone"
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return f"the process that submitted this job (pid {pid}) is gone"
+                except PermissionError:  # there, owned by another user
+                    pass
+        if beats is not None and beats.stale():
+            return (
+                f"the pytest session that submitted this job has not beaten for {timeout:g} s "
+                f"({beats.path})"
+            )
+        return None
 
     def watch() -> None:
         while not stop.wait(interval):
-            if gone():
+            reason = why_gone()
+            if reason is not None:
                 print(
-                    f"stabilitykit: the process that submitted this job (pid {pid}) is gone; "
-                    "stopping the run as interrupted (--sk-resume continues it)",
+                    f"stabilitykit: {reason}; stopping the run as interrupted (--sk-resume "
+                    "continues it)",
                     file=sys.stderr,
                 )
                 # SIGINT to the main thread: it also wakes a blocking call (a sleep, a wait)
@@ -397,6 +533,59 @@ def watching_submitter(pid: int, interval: float = WATCH_INTERVAL_S) -> Iterator
         stop.set()
         if previous is signal.SIG_IGN:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def stopping_on_slurm_signals() -> Iterator[None]:
+    """For the block (a job's run, in its main thread): Slurm's stop (SIGTERM: the time limit,
+    ``scancel``, a requeue) ends the run as ``interrupted``, as Ctrl-C does, and a second one is
+    ignored while the record is written (Slurm kills the job after its KillWait). When the time
+    limit comes and no requeue is left (``--sk-slurm-max-timeouts``), submitit's warning signal
+    no longer ends the job with an error: the run goes on until Slurm stops it, then ends
+    interrupted, and ``--sk-resume`` continues it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the record be written
+        print(
+            "stabilitykit: Slurm stops this job (SIGTERM: its time limit, scancel or a "
+            "requeue); stopping the run as interrupted (--sk-resume continues it)",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
+
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    usr, previous_usr = None, None
+    if "submitit" in sys.modules:
+        import submitit
+        from submitit.core.utils import UncompletedJobError
+
+        usr = submitit.JobEnvironment._usr_sig()
+        previous_usr = signal.getsignal(usr)
+        if callable(previous_usr):
+            submitits = previous_usr
+
+            def on_usr(signum: int, frame: Any) -> None:
+                try:
+                    submitits(signum, frame)  # requeues, or says why it will not
+                except UncompletedJobError as exc:
+                    print(
+                        f"stabilitykit: {exc} The run goes on until Slurm stops it at the time "
+                        "limit; then it ends interrupted, and --sk-resume continues it.",
+                        file=sys.stderr,
+                    )
+
+            signal.signal(usr, on_usr)
+        else:
+            usr = None
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if usr is not None:
+            signal.signal(usr, previous_usr)
 
 
 def current_job_id() -> str | None:
@@ -433,13 +622,27 @@ def submit_arm(task: ArmJob) -> Any:
     prepared = options.prepare(task.arm, task.replicate)
     executor = make_executor(options, task.stage, prepared.device)
     executor.update_parameters(name=f"{task.stage}-{prepared.id}")
+    heartbeat = getattr(task, "heartbeat", None)
+    beats = None
+    if heartbeat is not None:
+        beats = Heartbeat(heartbeat, _beat_interval(task.submitter_timeout))
     try:
-        return executor.submit(task)
+        job = executor.submit(task)
     except Exception as exc:  # submitit's FailedJobError carries sbatch's stderr
+        if beats is not None:
+            beats.stop()
         refusal = explain_refusal(exc)
         if refusal is None:
             raise
         raise refusal from None
+    except BaseException:
+        if beats is not None:
+            beats.stop()
+        raise
+    if beats is not None:
+        beats.job = job
+        _HEARTBEATS[str(job.job_id)] = beats  # until job_result has the job's end
+    return job
 
 
 def run_as_job(task: ArmJob) -> ArmResult:
@@ -453,6 +656,7 @@ def job_result(job: Any, options: Options, stage: str) -> ArmResult:
     as given (relative stays relative); a failed job is a :class:`ClusterError` naming its logs."""
     from stabilitykit.run import ArmResult
 
+    beats = _HEARTBEATS.get(str(job.job_id))
     try:
         result = job.result()
     except KeyboardInterrupt:
@@ -461,8 +665,13 @@ def job_result(job: Any, options: Options, stage: str) -> ArmResult:
     except Exception as exc:
         raise ClusterError(
             f"{options.cluster.executor} job {job.job_id} ({stage}) failed: "
-            f"{type(exc).__name__}: {exc}\nlogs: {job.paths.stdout} and {job.paths.stderr}"
+            f"{_ended(job, options)}{type(exc).__name__}: {exc}\n"
+            f"logs: {job.paths.stdout} and {job.paths.stderr}"
         ) from exc
+    finally:
+        if beats is not None:
+            beats.stop()
+            _HEARTBEATS.pop(str(job.job_id), None)
     if not isinstance(result, ArmResult):
         raise ClusterError(
             f"job {job.job_id} returned {type(result).__name__}, not an ArmResult; logs: "
@@ -472,6 +681,27 @@ def job_result(job: Any, options: Options, stage: str) -> ArmResult:
     if result.run_dir.parent == runs.absolute():
         result = dataclasses.replace(result, run_dir=runs / result.run_dir.name)
     return result
+
+
+def _ended(job: Any, options: Options) -> str:
+    """How Slurm ended ``job``, when that says more than submitit's error: the time limit or a
+    cancel leave an interrupted run that ``--sk-resume`` continues."""
+    if options.cluster.executor != "slurm":
+        return ""
+    try:
+        state = str(job.state)
+    except Exception:  # sacct unreachable: submitit's error says what it knows
+        return ""
+    if state.startswith("TIMEOUT"):
+        limit = options.cluster.slurm_time or DEFAULT_TIME_MIN
+        return (
+            f"it reached its time limit ({limit} min, --sk-slurm-time) with no requeue left "
+            "(--sk-slurm-max-timeouts); its run ended interrupted and --sk-resume continues "
+            "it. "
+        )
+    if state.startswith("CANCELLED"):
+        return "it was cancelled; its run ended interrupted and --sk-resume continues it. "
+    return f"Slurm state {state}. "
 
 
 def _pickle_by_value(task: ArmJob) -> None:

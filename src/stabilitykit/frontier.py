@@ -433,7 +433,10 @@ def refine(
     runs are those of the same arm at that scale (any device); with no runs yet, ``points`` as
     given. Run again, each pass trains only its new points (the others are reused), so
     repeating one command converges on the edge; once the bracket is within ``factor`` it adds
-    nothing."""
+    nothing. A family the written range does not bracket is extended once each way (three
+    values at the sweep's widest ratio): one still failing below that, or still stable above
+    it, is reported as not bracketed and not extended again, so that a family that fails at
+    every lr (one that does not learn at this scale) does not extend without end."""
     from stabilitykit.arm import apply_scale, hash_of
     from stabilitykit.record.run_record import find_runs, read_record
     from stabilitykit.report.collate import metrics_row
@@ -473,7 +476,14 @@ def refine(
         frontier = build_frontier(rows, family, name, confidence=confidence)
         written = {getattr(a, name) for a in arms}
         ran = {p.value for p in frontier.points}
-        new = sorted((ran | set(refine_values(frontier, factor, per_pass))) - written)
+        more = refine_values(frontier, factor, per_pass)
+        if frontier.boundary.bracket is None and more:
+            below, above = min(written), max(written)
+            if (all(v < below for v in more) and any(v < below for v in ran)) or (
+                all(v > above for v in more) and any(v > above for v in ran)
+            ):
+                more = []  # extended that way once already: not bracketed, as the report says
+        new = sorted((ran | set(more)) - written)
         if new:
             out += sweep(base, name, new, seeds=seeds, family=family)
     return out

@@ -19,7 +19,7 @@ MAX_STAGE_LENGTH = 64
 #: ``stage_`` then ASCII letters, digits and ``_`` (``stage_b``, ``stage_darcy``, ``stage_2x``).
 STAGE_PATTERN = re.compile(r"stage_[A-Za-z0-9_]+")
 #: The scales a record or baseline can carry (``custom``: an arm run as written).
-PATH_SCALES: tuple[str, ...] = ("smoke", "ci", "full", "custom")
+PATH_SCALES: tuple[str, ...] = ("smoke", "proxy", "ci", "full", "custom")
 
 _ALLOWED = {
     "stage": (

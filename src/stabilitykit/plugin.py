@@ -27,10 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--sk-scale",
         default="ci",
-        choices=("smoke", "ci", "full", "none"),
-        help="size of every arm: smoke (seconds), ci (minutes on a CPU), full (the study's "
-        "exact configuration), none (every arm as written). What a scale changed is recorded. "
-        "Default: ci.",
+        choices=("smoke", "proxy", "ci", "full", "none"),
+        help="size of every arm: smoke (seconds), proxy (ci's data and model at fewer epochs, "
+        "for sweeps), ci (minutes on a CPU), full (the study's exact configuration), none (every "
+        "arm as written). What a scale changed is recorded. Default: ci.",
     )
     group.addoption("--sk-out", default="reports", help="output folder (default: reports/)")
     group.addoption(
@@ -70,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="keep every epoch's checkpoint in <run>/checkpoints/ (for stabilitykit replay); "
         "by default only the newest is kept while a run goes, and none once it has finished",
+    )
+    group.addoption(
+        "--sk-no-plots",
+        action="store_true",
+        help="write each stage's summary and metrics JSON without its plots (quicker: for "
+        "quick iterations and test suites)",
     )
     group.addoption(
         "--sk-executor",
@@ -384,6 +390,7 @@ def _options(config: pytest.Config) -> StudyOptions:
                 mlflow=config.getoption("sk_mlflow"),
                 worker=_worker_number(workerinput),
                 keep_checkpoints=config.getoption("sk_keep_checkpoints"),
+                plots=not config.getoption("sk_no_plots"),
                 cluster=ClusterOptions(
                     **{field: config.getoption(dest) for field, dest in _CLUSTER_OPTIONS}
                 ),

@@ -49,6 +49,7 @@ class StudyOptions:
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     resume: bool = False
     keep_checkpoints: bool = False
+    plots: bool = True  # the stage reports' plots (--sk-no-plots: summary and JSON only)
     fast: str | None = None  # speed options, e.g. "fused,tf32" (stabilitykit.train.fast)
     numerics: str | None = None  # auto, portable or native (stabilitykit.numerics); None: auto
     tensorboard: str | None = None  # a TensorBoard log folder (stabilitykit.track)
@@ -433,7 +434,9 @@ def write_session_reports(
         records.sort(key=lambda r: r.path.name)
         report = build_stage_report(stage, records, references)
         report = dataclasses.replace(report, notes=(*notes, *report.notes))
-        reports.append(write_stage_report(report, stage_dir, records, references))
+        reports.append(
+            write_stage_report(report, stage_dir, records, references, plots=options.plots)
+        )
     return reports
 
 

@@ -191,7 +191,8 @@ class Workload(ABC):
         primary_metric: the metric criteria and summaries lead with.
         collapse_std: ``(prediction std, truth std)`` metric names, when the workload reports
             them: a prediction whose std is a small fraction of the truth's is constant.
-        scales: ``smoke``/``ci``/``full`` -> :class:`Scale` (a missing scale changes nothing).
+        scales: ``smoke``/``proxy``/``ci``/``full`` -> :class:`Scale` (a missing scale changes
+            nothing, except ``proxy``: by default the ``ci`` scale at half its epochs).
         code: names of further modules or packages whose source changes the numbers, hashed
             whole into the code fingerprint: code reached only at run time (a registry by name),
             a shared model library (:func:`fingerprint_sources` follows the names it sees).
@@ -264,7 +265,16 @@ class Workload(ABC):
     # --- what the engine derives --------------------------------------------------------------
 
     def scale(self, name: str) -> Scale:
-        return self.scales.get(name, Scale(name))
+        """The workload's :class:`Scale` called ``name``. Without a ``proxy`` entry, ``proxy``
+        is the ``ci`` scale at half its epochs (at least 1; the same as ``ci`` when ``ci`` sets
+        no epochs): the cheaper tier of sweeps (docs/frontiers.md)."""
+        if name in self.scales:
+            return self.scales[name]
+        if name == "proxy":
+            ci = self.scale("ci")
+            epochs = max(1, ci.epochs // 2) if ci.epochs is not None else None
+            return dataclasses.replace(ci, name="proxy", epochs=epochs)
+        return Scale(name)
 
     def describe(self) -> dict[str, Any]:
         """The workload's block of ``config.json``: name, code fingerprint, metric declarations."""

@@ -68,7 +68,7 @@ def test_a_bad_fast_path_option_is_a_usage_error_before_any_test(pytester, sk_py
 
 def test_a_stage_runs_records_and_reports(pytester, sk_pytest):
     pytester.makepyfile(HEADER + TWO_ARMS)
-    result = sk_pytest("--strict-markers")
+    result = sk_pytest("--strict-markers", plots=True)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*stabilitykit stage summary*", "*Stage A*", "*control*", "*agc*"])
     stage = pytester.path / "reports" / "stage_a"
@@ -120,6 +120,10 @@ def test_seeded(run_arm, sk_replicate):
     result.stdout.fnmatch_lines(["*test_seeded?r0?*PASSED*", "*test_seeded?r1?*PASSED*"])
     rows = json.loads((pytester.path / "reports/stage_a/stage_a_metrics.json").read_text())["rows"]
     assert sorted(r["seed"] for r in rows) == [CONTROL_SEED, CONTROL_SEED + 1]
+    # sk_pytest passes --sk-no-plots: the summary, and no plot
+    stage = pytester.path / "reports/stage_a"
+    assert (stage / "summary.md").exists() and not (stage / "plots").exists()
+    assert ".png" not in (stage / "summary.md").read_text()
 
 
 CONTROL_SEED = 20260128

@@ -35,7 +35,7 @@ def test_xdist_gives_one_parent_run_and_every_step_once(pytester, sk_pytest, mon
     uri = (pytester.path / "mlruns").as_uri()
     pytester.makepyfile(DARCY_ARMS)
     trackers = ("--sk-tensorboard", "tb", "--sk-mlflow", uri)
-    result = sk_pytest("-n", "2", "--sk-scale", "none", *trackers, subprocess=True)
+    result = sk_pytest("-n", "2", "--sk-scale", "none", *trackers, subprocess=True, plots=True)
     result.assert_outcomes(passed=2)
 
     client = MlflowClient(tracking_uri=uri)

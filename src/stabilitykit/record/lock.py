@@ -48,6 +48,8 @@ class RunLock:
             "host": platform.node(),
             "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+        if os.environ.get("SLURM_JOB_ID"):  # a job on another node: scancel is the way to stop it
+            holder["slurm_job"] = os.environ["SLURM_JOB_ID"]
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
@@ -67,6 +69,11 @@ def _holder(fd: int) -> str:
     """The holder named in the lock file, as ``pid N on host H since T``."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode())
-        return f"pid {info['pid']} on host {info['host']} since {info['since']}"
+        where = f"pid {info['pid']} on host {info['host']} since {info['since']}"
+        if info.get("slurm_job"):
+            where = (
+                f"Slurm job {info['slurm_job']}, {where}; `scancel {info['slurm_job']}` stops it"
+            )
+        return where
     except (OSError, ValueError, KeyError, TypeError):
         return "holder not named in the lock file"

@@ -545,8 +545,9 @@ def _after_stagnation(arm: ArmSummary, row: Mapping[str, Any]) -> str:
     scaled = _scaled(row, "epochs")
     if scaled is None:
         options = [f"more epochs (`epochs` {epochs} → {2 * epochs})" if epochs else "more epochs"]
-        if scale in ("smoke", "ci"):
-            options.append(f"a larger scale (`--sk-scale {'ci' if scale == 'smoke' else 'full'}`)")
+        larger = {"smoke": "ci", "proxy": "ci", "ci": "full"}.get(scale)
+        if larger:
+            options.append(f"a larger scale (`--sk-scale {larger}`)")
         return f"`{arm.arm_name}` stagnated ({why}): train it with " + " or ".join(options) + "."
     written, run = scaled
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scaled)

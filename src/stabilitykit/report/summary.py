@@ -210,13 +210,14 @@ def write_stage_report(
     out_dir: str | os.PathLike,
     records: Sequence[RunRecord],
     references: Mapping[str, RunRecord] | None = None,
+    *,
+    plots: bool = True,
 ) -> StageReport:
-    """Write ``out_dir/<stage>_metrics.json``, ``out_dir/plots/*.png`` and ``out_dir/summary.md``;
-    return ``report`` with ``files`` naming them. Each file is written to a temp file and renamed
-    into place (a symlink there is replaced, never written through), with an ordinary file's
-    mode; a ``plots`` folder that is a symlink gets no plots (a note says so)."""
-    from stabilitykit.report import plots
-
+    """Write ``out_dir/<stage>_metrics.json``, ``out_dir/plots/*.png`` (unless ``plots`` is
+    false: ``--sk-no-plots``) and ``out_dir/summary.md``; return ``report`` with ``files``
+    naming them. Each file is written to a temp file and renamed into place (a symlink there is
+    replaced, never written through), with an ordinary file's mode; a ``plots`` folder that is a
+    symlink gets no plots (a note says so)."""
     check_plain_name("stage", report.stage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,32 +230,46 @@ def write_stage_report(
     )
     files["metrics"] = metrics_path
     plot_dir = out / "plots"
-    if plot_dir.is_symlink():
+    if plots and plot_dir.is_symlink():
         notes.append(f"plots not written: {plot_dir} is a symlink (not followed)")
-    else:
-        plot_dir.mkdir(exist_ok=True)
-        every, picked = plot_labels(report, records, references or {})
-        for key, plot, chosen in (
-            ("losses", plots.plot_losses, every),
-            ("grad_norms", plots.plot_grad_norms, every),
-            ("reconstructions", plots.plot_reconstructions, picked),
-        ):
-            try:
-                files[key] = _write_plot(plot, chosen, plot_dir / f"{key}.png")
-            except Exception as exc:  # a plot must not cost the summary
-                notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
-        own = {label: rec for label, rec in every.items() if label not in (references or {})}
-        files.update(_spike_plots(own, plot_dir, notes))
-        try:
-            if report.frontiers:
-                files[FRONTIER_KEY] = write_frontier_plot(report.frontiers, report.rows, plot_dir)
-        except Exception as exc:  # a plot must not cost the summary
-            notes.append(f"plot {FRONTIER_KEY} failed: {type(exc).__name__}: {exc}")
+    elif plots:
+        _write_plots(report, records, references or {}, plot_dir, files, notes)
     report = dataclasses.replace(report, files=files, notes=tuple(notes))
     summary_path = out / "summary.md"
     write_text(summary_path, render_markdown(report, records, out))
     files["summary"] = summary_path
     return report
+
+
+def _write_plots(
+    report: StageReport,
+    records: Sequence[RunRecord],
+    references: Mapping[str, RunRecord],
+    plot_dir: Path,
+    files: dict[str, Path],
+    notes: list[str],
+) -> None:
+    """The stage's plots into ``plot_dir``, named in ``files``; a failed one is a note."""
+    from stabilitykit.report import plots
+
+    plot_dir.mkdir(exist_ok=True)
+    every, picked = plot_labels(report, records, references)
+    for key, plot, chosen in (
+        ("losses", plots.plot_losses, every),
+        ("grad_norms", plots.plot_grad_norms, every),
+        ("reconstructions", plots.plot_reconstructions, picked),
+    ):
+        try:
+            files[key] = _write_plot(plot, chosen, plot_dir / f"{key}.png")
+        except Exception as exc:  # a plot must not cost the summary
+            notes.append(f"plot {key} failed: {type(exc).__name__}: {exc}")
+    own = {label: rec for label, rec in every.items() if label not in references}
+    files.update(_spike_plots(own, plot_dir, notes))
+    try:
+        if report.frontiers:
+            files[FRONTIER_KEY] = write_frontier_plot(report.frontiers, report.rows, plot_dir)
+    except Exception as exc:  # a plot must not cost the summary
+        notes.append(f"plot {FRONTIER_KEY} failed: {type(exc).__name__}: {exc}")
 
 
 def _spike_plots(
