@@ -24,11 +24,14 @@ from stabilitykit.cluster import (  # noqa: E402
     ArmJob,
     ClusterError,
     ClusterOptions,
+    Heartbeat,
     check_available,
     explain_refusal,
     job_result,
     make_executor,
     submit_arm,
+    submitter_timeout,
+    watching_submitter,
 )
 from stabilitykit.judge.criteria import DEFAULT_CRITERIA  # noqa: E402
 from stabilitykit.judge.verdict import VerdictKind  # noqa: E402
@@ -352,6 +355,27 @@ def test_a_local_job_whose_submitter_is_gone_stops_as_interrupted_and_resumes(tm
     assert record.verdict.kind is VerdictKind.INTERRUPTED
     assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
     assert find_resumable(tmp_path / "out" / "stage_x", options.prepare(ARM)) == folder
+
+
+def test_a_job_stops_when_its_submitters_heartbeat_stops_and_not_while_it_beats(tmp_path):
+    path = tmp_path / "jobs" / "x.heartbeat"
+    beats = Heartbeat(path, interval=0.05)
+    assert path.exists()
+    with watching_submitter(None, 0.05, heartbeat=path, timeout=0.5):
+        time.sleep(1.5)  # three timeouts, beaten all along: not interrupted
+        beats.stop()  # the submitter is gone (here: stopped beating)
+        assert not path.exists()
+        stopped = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(10)
+    assert time.monotonic() - stopped < 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_submitter_timeout_is_named(monkeypatch, value):
+    monkeypatch.setenv("STABILITYKIT_SUBMITTER_TIMEOUT_S", value)
+    with pytest.raises(ValueError, match=r"STABILITYKIT_SUBMITTER_TIMEOUT_S: got .*seconds > 0"):
+        submitter_timeout()
 
 
 # --- on a real Slurm ---------------------------------------------------------------------------

@@ -27,3 +27,12 @@ def test_a_killed_holder_leaves_the_folder_unlocked(tmp_path):
     assert done.returncode == -9 and (tmp_path / LOCK).exists()
     with RunLock(tmp_path):
         assert f'"pid": {os.getpid()}' in (tmp_path / LOCK).read_text()
+
+
+def test_a_slurm_job_holding_the_folder_is_named_with_how_to_stop_it(tmp_path, monkeypatch):
+    """A ``--sk-resume`` never races a job still training the run: it is refused, naming it."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with RunLock(tmp_path):
+        monkeypatch.delenv("SLURM_JOB_ID")
+        with pytest.raises(RunLockedError, match=r"Slurm job 4242, pid .*; `scancel 4242` stops"):
+            RunLock(tmp_path)
