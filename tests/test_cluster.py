@@ -673,6 +673,9 @@ def test_a_stopped_session_leaves_no_job_in_the_queue(pytester, stop, workers):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # as from a terminal: an xdist worker running this test may ignore SIGINT, and a
+        # child inherits that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         runs = pytester.path / "reports" / "stage_a" / "runs"
