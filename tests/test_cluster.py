@@ -454,9 +454,10 @@ def _session_env(**extra):
 
 
 def _stage_session(out, cache, *extra):
-    """``pytest benchmarks -m stage_darcy`` at smoke under ``-n 2``, in the repository."""
+    """``pytest benchmarks -m stage_darcy`` at smoke, in the repository (``extra``: ``-n 2``,
+    the executor)."""
     argv = [sys.executable, "-m", "pytest", "benchmarks", "-m", "stage_darcy"]
-    argv += ["--sk-scale", "smoke", "-n", "2", "--sk-out", str(out), "--sk-cache", str(cache)]
+    argv += ["--sk-scale", "smoke", "--sk-out", str(out), "--sk-cache", str(cache)]
     argv += ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", *extra]
     done = subprocess.run(argv, cwd=REPO, env=_session_env(), capture_output=True, text=True)
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]  # 1: verdicts
@@ -494,16 +495,16 @@ def _assert_same_stage(a, b):
 
 @pytest.fixture(scope="module")
 def darcy_smoke_session(tmp_path_factory):
-    """The Darcy stage at smoke, a local session under ``-n 2``: the reference (read only)."""
+    """The Darcy stage at smoke, a local serial session: the reference (read only)."""
     here = tmp_path_factory.mktemp("local-session")
-    _stage_session(here / "out", here / "cache")
+    _stage_session(here / "out", here / "cache", "-n", "0")
     return here / "out" / "stage_darcy"
 
 
 @pytest.mark.slurm
 @on_slurm
 def test_a_stage_through_slurm_under_xdist_equals_a_local_session(tmp_path, darcy_smoke_session):
-    done = _stage_session(tmp_path / "out", tmp_path / "cache", "--sk-executor", "slurm")
+    done = _stage_session(tmp_path / "out", tmp_path / "cache", "-n", "2", "--sk-executor", "slurm")
 
     stage = tmp_path / "out" / "stage_darcy"
     _assert_same_stage(stage, darcy_smoke_session)
@@ -613,18 +614,15 @@ def test_the_job_array_recipe_runs_as_documented_and_merges_to_the_single_sessio
         SK_RESULTS=str(results),
         STABILITYKIT_CACHE=str(tmp_path / "cache"),
     )
-    # docs/long-runs.md: sbatch --wait, then stabilitykit merge (no GPU here: no --gres)
-    sbatch = [
-        "sbatch",
-        "--wait",
-        f"--output={results}/%x-%A_%a.out",
-        "benchmarks/slurm/stage.sbatch",
-    ]
+    # docs/long-runs.md: sbatch --wait, then stabilitykit merge (no GPU here: no --gres; two
+    # shards of two arms each: --array on the command line, as the docs allow)
+    sbatch = ["sbatch", "--wait", "--array=1-2", f"--output={results}/%x-%A_%a.out"]
+    sbatch.append("benchmarks/slurm/stage.sbatch")
     done = subprocess.run(sbatch, cwd=REPO, env=env, capture_output=True, text=True)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(results.glob("*.out")))
     assert done.returncode == 0, done.stdout + done.stderr + logs
     shards = sorted(results.glob("stage_darcy/shard-*"))
-    assert [p.name for p in shards] == [f"shard-{i}" for i in range(1, 5)]
+    assert [p.name for p in shards] == ["shard-1", "shard-2"]
     merge = ["stabilitykit", "merge", *map(str, shards)]
     merge += ["--out", str(results / "merged"), "--stage", "stage_darcy"]
     subprocess.run(merge, cwd=REPO, env=env, check=True, capture_output=True)
