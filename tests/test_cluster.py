@@ -662,7 +662,7 @@ def test_a_stopped_session_leaves_no_job_in_the_queue(pytester, stop, workers):
     argv = [sys.executable, "-m", "pytest", "test_killed.py", "-n", str(workers)]
     argv += ["--sk-scale", "none"]
     argv += ["--sk-executor", "slurm", "-p", "no:cacheprovider", "-p", "no:randomly"]
-    env = _session_env(STABILITYKIT_SUBMITTER_TIMEOUT_S="10")
+    env = _session_env(STABILITYKIT_SUBMITTER_TIMEOUT_S="4")
     log = (pytester.path / "session.log").open("w")
     session = subprocess.Popen(
         argv,
@@ -699,7 +699,7 @@ def test_a_stopped_session_leaves_no_job_in_the_queue(pytester, stop, workers):
         log.close()
     # each job says why it stopped: cancelled by its worker (Slurm's SIGTERM), or its session
     # stopped beating
-    why = "has not beaten for 10 s" if workers == 0 else "Slurm stops this job (SIGTERM"
+    why = "has not beaten for 4 s" if workers == 0 else "Slurm stops this job (SIGTERM"
     for job in jobs:
         log = pytester.path / "reports" / "stage_a" / "jobs" / f"{job}_0_log.err"
         assert why in log.read_text(), log.read_text()[-2000:]
