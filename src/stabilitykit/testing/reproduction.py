@@ -69,14 +69,18 @@ class _TinyNet(nn.Module):
 
 
 def arms() -> dict[str, Arm]:
-    """The reproduction arms by name: both built-in workloads' controls at smoke scale, and the
-    user-style workload."""
+    """The reproduction arms by name: both built-in workloads' controls at smoke scale, the
+    grid-lines study's AGC and LayerScale arms (their clipper and architecture, which CI's gate
+    does not train at ci), and the user-style workload."""
     from stabilitykit.workloads.darcy.study import CONTROL as DARCY
+    from stabilitykit.workloads.gridlines.study import AGC, STABLE
     from stabilitykit.workloads.gridlines.study import CONTROL as GRIDLINES
 
     user = Arm(name="tiny_operator", workload=TinyOperator, epochs=3, lr=3e-3, batch_size=8)
     return {
         "gridlines_control": apply_scale(GRIDLINES, "smoke").replace(epochs=3),
+        "gridlines_agc": apply_scale(AGC, "smoke").replace(epochs=3),
+        "gridlines_stable": apply_scale(STABLE, "smoke").replace(epochs=3),
         "darcy_control": apply_scale(DARCY, "smoke").replace(epochs=3),
         "user_tiny_operator": user,
     }
