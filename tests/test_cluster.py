@@ -93,6 +93,32 @@ def _wait_for(path, job):
         time.sleep(0.05)
 
 
+def _submit(options, progress):
+    """Submit ``ARM`` to stage ``stage_x`` as a job of ``options``' executor, with ``progress``."""
+    task = ArmJob(
+        ARM, "stage_x", options, train=run_in_stage, criteria=DEFAULT_CRITERIA, progress=progress
+    )
+    return submit_arm(task)
+
+
+def _submit_paused(options, paused):
+    """Submit ``ARM`` as a job whose first run writes its pid to ``paused`` mid epoch 3 (step
+    ``STOP_AT``, epoch 2 checkpointed) and waits there to be stopped; a run after it (requeued,
+    resumed) passes through. The job and the run folder, once paused."""
+
+    def progress(step, total, info):
+        if step == STOP_AT and not paused.exists():
+            paused.write_text(str(os.getpid()))
+            for _ in range(10 * SLURM_WAIT_S):
+                time.sleep(0.1)  # a signal ends it in here
+
+    job = _submit(options, progress)
+    _wait_for(paused, job)
+    (folder,) = (options.out / "stage_x" / "runs").iterdir()
+    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    return job, folder
+
+
 def test_an_arm_run_as_a_local_job_records_what_an_in_process_run_records(tmp_path, cache, whole):
     options = _options(tmp_path, cache, executor="local")
 
@@ -114,27 +140,7 @@ def test_a_preempted_job_is_requeued_and_continues_its_run_in_the_same_folder(
 ):
     options = _options(tmp_path, cache, executor="local")
     paused = tmp_path / "paused"
-
-    def progress(step, total, info):
-        # the first attempt waits mid epoch 3 to be preempted; the requeued one passes through
-        if step == STOP_AT and not paused.exists():
-            paused.write_text(str(os.getpid()))
-            for _ in range(1200):
-                time.sleep(0.1)
-
-    job = submit_arm(
-        ArmJob(
-            ARM,
-            "stage_x",
-            options,
-            train=run_in_stage,
-            criteria=DEFAULT_CRITERIA,
-            progress=progress,
-        )
-    )
-    _wait_for(paused, job)
-    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
-    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    job, folder = _submit_paused(options, paused)  # mid epoch 3, to be preempted
     # what Slurm does before preempting or at --signal time: submitit's signal to the task
     # (LocalJob._interrupt signals the local controller instead, which dies of it: no requeue)
     os.kill(int(paused.read_text()), submitit.JobEnvironment._usr_sig())
@@ -163,16 +169,7 @@ def test_a_job_slurm_requeues_itself_continues_its_own_run(tmp_path, cache, whol
             killed.touch()
             os.kill(os.getpid(), signal.SIGKILL)  # the node went away
 
-    job = submit_arm(
-        ArmJob(
-            ARM,
-            "stage_x",
-            options,
-            train=run_in_stage,
-            criteria=DEFAULT_CRITERIA,
-            progress=progress,
-        )
-    )
+    job = _submit(options, progress)
     job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
     with pytest.raises(
         ClusterError, match=rf"(?s)local job {job.job_id} \(stage_x\) failed.*logs: "
@@ -522,27 +519,7 @@ def test_a_job_slurm_requeues_mid_run_ends_with_an_uninterrupted_runs_numbers(
     tmp_path, cache, whole
 ):
     options = _options(tmp_path, cache, executor="slurm")
-    paused = tmp_path / "paused"
-
-    def progress(step, total, info):
-        # the first run waits mid epoch 3 for the requeue; the requeued one passes through
-        if step == STOP_AT and not paused.exists():
-            paused.touch()
-            time.sleep(SLURM_WAIT_S)  # Slurm's SIGTERM ends it in here
-
-    job = submit_arm(
-        ArmJob(
-            ARM,
-            "stage_x",
-            options,
-            train=run_in_stage,
-            criteria=DEFAULT_CRITERIA,
-            progress=progress,
-        )
-    )
-    _wait_for(paused, job)
-    (folder,) = (tmp_path / "out" / "stage_x" / "runs").iterdir()
-    assert [e for e, _ in list_checkpoints(folder / "checkpoints")] == [2]
+    job, folder = _submit_paused(options, tmp_path / "paused")  # mid epoch 3, for the requeue
     subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
 
     result = job_result(job, options, "stage_x")
@@ -566,23 +543,7 @@ def test_a_job_past_its_time_limit_leaves_an_interrupted_record_that_resume_fini
         _options(tmp_path, cache),
         cluster=ClusterOptions("slurm", slurm_time=1, slurm_max_timeouts=0),
     )
-    paused = tmp_path / "paused"
-
-    def progress(step, total, info):
-        if step == STOP_AT and not paused.exists():
-            paused.touch()
-            time.sleep(SLURM_WAIT_S)  # the time limit (1 min) ends it in here
-
-    job = submit_arm(
-        ArmJob(
-            ARM,
-            "stage_x",
-            options,
-            train=run_in_stage,
-            criteria=DEFAULT_CRITERIA,
-            progress=progress,
-        )
-    )
+    job, folder = _submit_paused(options, tmp_path / "paused")  # the time limit ends it there
     job._results_timeout_s = 1  # submitit waits 15 s for a result file a killed job never writes
     with pytest.raises(ClusterError, match=r"reached its time limit \(1 min, --sk-slurm-time\)"):
         job_result(job, options, "stage_x")
