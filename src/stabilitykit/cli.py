@@ -44,7 +44,7 @@ from stabilitykit.gate.baseline import (
 from stabilitykit.gate.compare import gate_runs
 from stabilitykit.gate.metrics import ArmRun, arm_run, newest_per_arm
 from stabilitykit.names import check_path_name, is_path_name
-from stabilitykit.record.run_record import PARTIAL, RunRecord, read_record, scan_runs
+from stabilitykit.record.run_record import PARTIAL, RunRecord, read_record, scan_runs, session_of
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -263,14 +263,6 @@ def _stage_records(
     def order(r: RunRecord) -> tuple[bool, str, str]:
         return (r.complete, r.created, r.path.name)
 
-    def name_of(r: RunRecord) -> Any:
-        arm = r.config.get("arm")
-        return arm.get("name") if isinstance(arm, dict) else None
-
-    def session_of(r: RunRecord) -> Any:
-        tags = r.config.get("tags")
-        return tags.get("session") if isinstance(tags, dict) else None
-
     groups: dict[str, list[RunRecord]] = {}
     for r in mine:
         groups.setdefault(r.config.get("arm_hash") or str(r.path), []).append(r)
@@ -283,8 +275,9 @@ def _stage_records(
             group = group or [latest]
         newest: dict[Any, RunRecord] = {}
         for r in group:
-            if name_of(r) not in newest or order(r) > order(newest[name_of(r)]):
-                newest[name_of(r)] = r
+            name = r.arm.get("name")
+            if name not in newest or order(r) > order(newest[name]):
+                newest[name] = r
         kept += newest.values()
     if len(kept) < len(mine):
         notes.append(f"left out {len(mine) - len(kept)} older run(s) of the same arms")

@@ -491,18 +491,20 @@ def watching_submitter(
     child = pid is not None and os.getppid() == pid  # then a new parent says it is gone
     beats = _HeartbeatWatch(heartbeat, timeout) if heartbeat is not None else None
 
+    def pid_gone() -> bool:
+        if child:
+            return os.getppid() != pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # there, owned by another user
+            return False
+        return False
+
     def why_gone() -> str | None:
-        if pid is not None:
-            if child:
-                if os.getppid() != pid:
-                    return f"the process that submitted this job (pid {pid}) is gone"
-            else:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return f"the process that submitted this job (pid {pid}) is gone"
-                except PermissionError:  # there, owned by another user
-                    pass
+        if pid is not None and pid_gone():
+            return f"the process that submitted this job (pid {pid}) is gone"
         if beats is not None and beats.stale():
             return (
                 f"the pytest session that submitted this job has not beaten for {timeout:g} s "
@@ -628,17 +630,13 @@ def submit_arm(task: ArmJob) -> Any:
         beats = Heartbeat(heartbeat, _beat_interval(task.submitter_timeout))
     try:
         job = executor.submit(task)
-    except Exception as exc:  # submitit's FailedJobError carries sbatch's stderr
+    except BaseException as exc:  # submitit's FailedJobError carries sbatch's stderr
         if beats is not None:
             beats.stop()
-        refusal = explain_refusal(exc)
+        refusal = explain_refusal(exc) if isinstance(exc, Exception) else None
         if refusal is None:
             raise
         raise refusal from None
-    except BaseException:
-        if beats is not None:
-            beats.stop()
-        raise
     if beats is not None:
         beats.job = job
         _HEARTBEATS[str(job.job_id)] = beats  # until job_result has the job's end

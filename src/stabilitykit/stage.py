@@ -23,6 +23,7 @@ from stabilitykit.record.run_record import (
     newest_record,
     read_record,
     scan_runs,
+    session_of,
 )
 from stabilitykit.run import (
     ArmResult,
@@ -310,10 +311,6 @@ def stage_records(stage_dir: Path) -> tuple[list[RunRecord], list[str]]:
         except (ValueError, OSError) as exc:
             notes.append(f"left out {path.name}: {exc}")
     return records, notes
-
-
-def session_of(record: RunRecord) -> str | None:
-    return (record.config.get("tags") or {}).get("session")
 
 
 def session_records(stage_dir: Path, session: str) -> list[RunRecord]:

@@ -515,6 +515,11 @@ def find_runs(root: str | os.PathLike) -> list[Path]:
     return scan_runs(root)[0]
 
 
+def session_of(record: RunRecord) -> str | None:
+    """The pytest session that wrote ``record`` (its ``tags.session``), ``None`` if untagged."""
+    return (record.config.get("tags") or {}).get("session")
+
+
 def newest_record(root: str | os.PathLike, keep: Callable[[RunRecord], bool]) -> RunRecord | None:
     """The newest readable record under ``root`` (by :attr:`RunRecord.created`, then folder
     name) that ``keep`` accepts; unreadable folders are passed over. ``None`` when there is
